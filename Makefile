@@ -1,0 +1,47 @@
+# cpa — the two commands are `make run` (pipeline + UI) and `make test`; both set everything up.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LANDING := $(or $(CPA_LANDING_DIR),datalake/landing)
+JAVA17 := $(firstword $(wildcard /usr/lib/jvm/java-17-openjdk-amd64 /usr/lib/jvm/java-17-openjdk* /usr/lib/jvm/temurin-17*))
+
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# Spark 4 and Cassandra 5.0 both run on Java 17; the machine may default to another JDK.
+export JAVA_HOME := $(or $(CPA_JAVA_HOME),$(JAVA17),$(JAVA_HOME))
+export CPA_JAVA_HOME := $(JAVA_HOME)
+export PATH := $(JAVA_HOME)/bin:$(PATH)
+
+.PHONY: setup run test bench cassandra-start cassandra-stop clean
+
+setup: $(STAMP)
+	@mkdir -p $(DAGSTER_HOME)
+	@$(BIN)/cpa cassandra start
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found"; exit 1; }
+	@command -v mvn >/dev/null || { echo "mvn not found (needed to install Apache Cassandra)"; exit 1; }
+	@[ -n "$(JAVA_HOME)" ] || { echo "no JDK 17 found: set CPA_JAVA_HOME"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+run: setup
+	@if [ -z "$$(ls -A $(LANDING)/usage_events_stream 2>/dev/null)" ]; then \
+		$(BIN)/cpa generate --out $(LANDING) --scale 1 --seed 7 --force; fi
+	$(BIN)/cpa backfill
+	$(BIN)/dg dev --host 127.0.0.1 --port 3000
+
+test: setup
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python bench/backfill.py
+
+cassandra-stop:
+	@$(BIN)/cpa cassandra stop
+
+clean:
+	rm -rf datalake/bronze/* datalake/silver/* datalake/gold/* .dagster_home

@@ -1,0 +1,277 @@
+"""Bronze batch sources: the seven landing CSVs as typed snapshots, one asset pair per file."""
+
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pyspark.sql.types as T
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+import pandera.pyspark as pa
+
+from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.preview import markdown_preview
+from cpa_resources import LakeResource, SparkResource
+
+TYPES = {
+    "string": T.StringType(),
+    "date": T.DateType(),
+    "timestamp": T.TimestampType(),
+    "boolean": T.BooleanType(),
+    "double": T.DoubleType(),
+}
+
+
+@dataclass(frozen=True)
+class CsvSource:
+    """A landing CSV as the contract describes it: its key and its columns with their types."""
+
+    table: str
+    key: tuple[str, ...]
+    columns: tuple[tuple[str, str], ...]
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.table}.csv"
+
+    @property
+    def pandera_schema(self) -> pa.DataFrameSchema:
+        """Every column of its contract type; key columns never null."""
+        return pa.DataFrameSchema(
+            {name: pa.Column(TYPES[kind], nullable=name not in self.key) for name, kind in self.columns}
+        )
+
+    @property
+    def schema(self) -> T.StructType:
+        fields = [T.StructField(name, TYPES[kind]) for name, kind in self.columns]
+        return T.StructType(
+            [*fields, T.StructField("row_no", T.IntegerType()), T.StructField("source_file", T.StringType()),
+             T.StructField("ingest_ts", T.TimestampType())]
+        )
+
+
+CSV_SOURCES = (
+    CsvSource(
+        "customers_orgs",
+        ("org_id",),
+        (("org_id", "string"), ("org_name", "string"), ("industry", "string"), ("hq_region", "string"),
+         ("plan_tier", "string"), ("is_enterprise", "boolean"), ("signup_date", "date"), ("sales_rep", "string"),
+         ("lifecycle_stage", "string"), ("marketing_source", "string"), ("nps_score", "double")),
+    ),
+    CsvSource(
+        "users",
+        ("user_id",),
+        (("user_id", "string"), ("org_id", "string"), ("email", "string"), ("role", "string"),
+         ("active", "boolean"), ("created_at", "date"), ("last_login", "date")),
+    ),
+    CsvSource(
+        "resources",
+        ("resource_id",),
+        (("resource_id", "string"), ("org_id", "string"), ("service", "string"), ("region", "string"),
+         ("created_at", "date"), ("state", "string"), ("tags_json", "string")),
+    ),
+    CsvSource(
+        "billing_monthly",
+        ("invoice_id",),
+        (("invoice_id", "string"), ("org_id", "string"), ("month", "date"), ("subtotal", "double"),
+         ("credits", "double"), ("taxes", "double"), ("currency", "string"), ("exchange_rate_to_usd", "double")),
+    ),
+    CsvSource(
+        "support_tickets",
+        ("ticket_id",),
+        (("ticket_id", "string"), ("org_id", "string"), ("category", "string"), ("severity", "string"),
+         ("created_at", "date"), ("resolved_at", "date"), ("csat", "double"), ("sla_breached", "boolean")),
+    ),
+    CsvSource(
+        "marketing_touches",
+        ("touch_id",),
+        (("touch_id", "string"), ("org_id", "string"), ("campaign", "string"), ("channel", "string"),
+         ("timestamp", "timestamp"), ("clicked", "boolean"), ("converted", "boolean")),
+    ),
+    CsvSource(
+        "nps_surveys",
+        ("org_id", "survey_date"),
+        (("org_id", "string"), ("survey_date", "date"), ("nps_score", "double"), ("comment", "string")),
+    ),
+)
+SOURCES_BY_TABLE = {source.table: source for source in CSV_SOURCES}
+
+REJECT_SCHEMA = T.StructType(
+    [
+        T.StructField("source_file", T.StringType()),
+        T.StructField("row_no", T.IntegerType()),
+        T.StructField("raw_row", T.StringType()),
+        T.StructField("reason", T.StringType()),
+        T.StructField("ingest_ts", T.TimestampType()),
+    ]
+)
+
+
+class MissingColumnError(ValueError):
+    """A landing CSV lacks a column the contract requires; nothing is written."""
+
+
+def read_header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return next(csv.reader(handle), [])
+
+
+def count_rows(path: Path) -> int:
+    """Data rows as a CSV reader sees them (quoted newlines stay inside their row)."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return sum(1 for row in csv.reader(handle) if row) - 1
+
+
+def check_header(source: CsvSource, path: Path) -> list[str]:
+    """The extra columns of the file; raises if a contract column is missing."""
+    header = [name.strip() for name in read_header(path)]
+    missing = [name for name, _ in source.columns if name not in header]
+    if missing:
+        raise MissingColumnError(f"{path}: missing column(s) {', '.join(missing)} (expected {source.file_name} columns: "
+                                 f"{', '.join(n for n, _ in source.columns)})")
+    return [name for name in header if name not in dict(source.columns)]
+
+
+def read_csv_rows(spark: SparkSession, source: CsvSource, path: Path) -> DataFrame:
+    """The file's rows as text (no type inference), numbered in file order, BOM-safe."""
+    raw = (
+        spark.read.option("header", True).option("multiLine", True).option("escape", '"')
+        .option("encoding", "UTF-8").csv(str(path))
+    )
+    raw = raw.toDF(*[c.lstrip("\ufeff").strip() for c in raw.columns])
+    numbered = raw.withColumn("_order", F.monotonically_increasing_id()).withColumn(
+        "row_no", F.row_number().over(Window.orderBy("_order")).cast("int")
+    )
+    return numbered.select(
+        *[F.col(name) for name, _ in source.columns],
+        "row_no",
+        F.col("_metadata.file_name").alias("source_file"),
+        F.col("_metadata.file_modification_time").alias("ingest_ts"),
+    )
+
+
+def type_rows(source: CsvSource, rows: DataFrame) -> DataFrame:
+    """Cast each column to its contract type; `reason` names the first defect of an unusable row."""
+    casts = {name: F.trim(F.col(name)).try_cast(TYPES[kind]) for name, kind in source.columns if kind != "string"}
+    bad = [F.when(F.col(name).isNotNull() & cast.isNull(), F.lit(f"bad_{kind}:{name}"))
+           for (name, kind), cast in ((c, casts[c[0]]) for c in source.columns if c[0] in casts)]
+    missing_key = F.greatest(*[F.col(k).isNull() | (F.trim(F.col(k)) == "") for k in source.key]) \
+        if len(source.key) > 1 else F.col(source.key[0]).isNull() | (F.trim(F.col(source.key[0])) == "")
+    reason = F.when(missing_key, F.lit("missing_key")).otherwise(F.coalesce(*bad, F.lit(None).cast("string")))
+    raw_row = F.to_json(F.struct(*[name for name, _ in source.columns]))
+    return rows.select(
+        *[casts.get(name, F.trim(F.col(name))).alias(name) for name, _ in source.columns],
+        "row_no",
+        "source_file",
+        "ingest_ts",
+        reason.alias("reason"),
+        raw_row.alias("raw_row"),
+    )
+
+
+def split_rows(source: CsvSource, typed: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(rows, rejects): unusable rows and later duplicates of a key go to rejects with a reason."""
+    usable = typed.where(F.col("reason").isNull())
+    first = Window.partitionBy(*source.key).orderBy("row_no")
+    ranked = usable.withColumn("_arrival", F.row_number().over(first))
+    rows = ranked.where(F.col("_arrival") == 1).select(*source.schema.fieldNames())
+    duplicates = ranked.where(F.col("_arrival") > 1).withColumn("reason", F.lit("duplicate_key"))
+    rejects = typed.where(F.col("reason").isNotNull()).unionByName(duplicates.drop("_arrival"))
+    return rows, rejects.select(*REJECT_SCHEMA.fieldNames())
+
+
+def bronze_key(source: CsvSource) -> dg.AssetKey:
+    return dg.AssetKey(["bronze", source.table])
+
+
+def rejects_key(source: CsvSource) -> dg.AssetKey:
+    return dg.AssetKey(["bronze", f"{source.table}_rejects"])
+
+
+def build_bronze_csv_asset(source: CsvSource) -> dg.AssetsDefinition:
+    table_key, reject_key = bronze_key(source), rejects_key(source)
+
+    @dg.multi_asset(
+        name=f"bronze_{source.table}",
+        specs=[
+            dg.AssetSpec(
+                table_key,
+                group_name="bronze",
+                kinds={"spark", "parquet"},
+                description=f"`{source.file_name}` as a typed snapshot, one row per "
+                f"{' + '.join(source.key)} (the first row wins), with `source_file`, `row_no` and `ingest_ts`.",
+            ),
+            dg.AssetSpec(
+                reject_key,
+                group_name="bronze",
+                kinds={"spark", "parquet"},
+                description=f"Rows of `{source.file_name}` that bronze did not keep: the raw row and the reason "
+                "(`missing_key`, `bad_<type>:<column>`, `duplicate_key`).",
+            ),
+        ],
+        check_specs=[
+            schema_spec(table_key),
+            dg.AssetCheckSpec(
+                "conservation",
+                asset=table_key,
+                blocking=True,
+                description="Landing rows = bronze rows + rejects + duplicates.",
+            )
+        ],
+    )
+    def _asset(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
+        session = spark.session()
+        path = lake.landing_dir() / source.file_name
+        if not path.exists():
+            raise dg.Failure(f"landing file {path} does not exist")
+        try:
+            extra = check_header(source, path)
+        except MissingColumnError as exc:
+            raise dg.Failure(str(exc)) from exc
+        rows, rejects = split_rows(source, type_rows(source, read_csv_rows(session, source, path)))
+        table_path = lake.write(rows, "bronze", source.table)
+        rejects_path = lake.write(rejects, "bronze", f"{source.table}_rejects")
+        written = session.read.parquet(str(table_path))
+        n_rows = written.count()
+        reasons = {r[0]: r[1] for r in session.read.parquet(str(rejects_path)).groupBy("reason").count().collect()}
+        n_duplicates = reasons.get("duplicate_key", 0)
+        n_rejects = sum(reasons.values()) - n_duplicates
+        landing_rows = count_rows(path)
+        context.log.info(
+            f"bronze {source.table}: {landing_rows} landing rows = {n_rows} rows + {n_rejects} rejects"
+            f" + {n_duplicates} duplicates"
+        )
+        yield dg.MaterializeResult(
+            asset_key=table_key,
+            metadata={
+                "dagster/row_count": n_rows,
+                "landing_rows": landing_rows,
+                "duplicates_dropped": n_duplicates,
+                "rejected": n_rejects,
+                "extra_columns_ignored": dg.MetadataValue.json(extra),
+                "path": dg.MetadataValue.path(str(table_path)),
+                "preview": dg.MetadataValue.md(markdown_preview(written)),
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=reject_key,
+            metadata={"dagster/row_count": sum(reasons.values()), "by_reason": dg.MetadataValue.json(reasons),
+                      "path": dg.MetadataValue.path(str(rejects_path))},
+        )
+        yield spark_schema_result(source.pandera_schema, written, table_key)
+        yield equality_result(
+            "conservation", table_key, {source.file_name: landing_rows},
+            {source.file_name: n_rows + n_rejects + n_duplicates},
+        )
+
+    return _asset
+
+
+def read_bronze(spark: SparkSession, lake: LakeResource, table: str) -> DataFrame:
+    return lake.read(spark, "bronze", table, SOURCES_BY_TABLE[table].schema)
+
+
+bronze_csv_assets = [build_bronze_csv_asset(source) for source in CSV_SOURCES]

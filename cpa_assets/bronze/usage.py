@@ -1,0 +1,326 @@
+"""Bronze usage events: every landing line becomes exactly one bronze row, reject or counted duplicate."""
+
+
+from pathlib import Path
+
+import dagster as dg
+import pandera.pyspark as pa
+import pyspark.sql.types as T
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.partitions import event_date_partitions, single_run
+from cpa_assets.preview import markdown_preview
+from cpa_resources import LakeResource, SparkResource
+
+BRONZE_EVENTS = dg.AssetKey(["bronze", "usage_events"])
+REJECTS = dg.AssetKey(["bronze", "usage_events_rejects"])
+DUPLICATES = dg.AssetKey(["bronze", "usage_events_duplicates"])
+FILE_COUNTS = dg.AssetKey(["bronze", "usage_events_file_counts"])
+
+TEXT_FIELDS = ["event_id", "timestamp", "org_id", "resource_id", "service", "region", "metric", "value", "unit"]
+NUMBER_FIELDS = {
+    "cost_usd_increment": T.DoubleType(),
+    "schema_version": T.IntegerType(),
+    "carbon_kg": T.DoubleType(),
+    "genai_tokens": T.LongType(),
+}
+# Every key is read as text: a number, a numeric string or an unexpected type never breaks the
+# parse of the other keys, and keys a future schema adds are simply not selected.
+RAW_SCHEMA = T.StructType(
+    [T.StructField(name, T.StringType()) for name in [*TEXT_FIELDS, *NUMBER_FIELDS]]
+    + [T.StructField("_corrupt", T.StringType())]
+)
+
+BRONZE_SCHEMA = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("timestamp", T.TimestampType(), False),
+        T.StructField("org_id", T.StringType()),
+        T.StructField("resource_id", T.StringType()),
+        T.StructField("service", T.StringType()),
+        T.StructField("region", T.StringType()),
+        T.StructField("metric", T.StringType()),
+        T.StructField("value", T.StringType()),
+        T.StructField("unit", T.StringType()),
+        *[T.StructField(name, dtype) for name, dtype in NUMBER_FIELDS.items()],
+        T.StructField("source_file", T.StringType(), False),
+        T.StructField("line_no", T.IntegerType(), False),
+        T.StructField("ingest_ts", T.TimestampType(), False),
+        T.StructField("event_date", T.DateType(), False),
+    ]
+)
+REJECT_SCHEMA = T.StructType(
+    [
+        T.StructField("source_file", T.StringType(), False),
+        T.StructField("line_no", T.IntegerType(), False),
+        T.StructField("raw_line", T.StringType(), False),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("ingest_ts", T.TimestampType(), False),
+    ]
+)
+
+
+class BronzeUsageEvent(pa.DataFrameModel):
+    event_id: T.StringType() = pa.Field(nullable=False, str_length={"min_value": 1})
+    timestamp: T.TimestampType() = pa.Field(nullable=False)
+    value: T.StringType() = pa.Field(nullable=True)
+    cost_usd_increment: T.DoubleType() = pa.Field(nullable=True)
+    schema_version: T.IntegerType() = pa.Field(nullable=True, ge=1)
+    genai_tokens: T.LongType() = pa.Field(nullable=True, ge=0)
+    source_file: T.StringType() = pa.Field(nullable=False, str_endswith=".jsonl")
+    line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
+    event_date: T.DateType() = pa.Field(nullable=False)
+
+
+class BronzeReject(pa.DataFrameModel):
+    source_file: T.StringType() = pa.Field(nullable=False)
+    line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
+    raw_line: T.StringType() = pa.Field(nullable=False)
+    reason: T.StringType() = pa.Field(
+        nullable=False, str_matches=r"^(malformed_json|missing_event_id|bad_timestamp|bad_number:.+|event_date_out_of_range)$"
+    )
+
+
+def read_event_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
+    """One row per non-blank line: file name, 1-based line number, raw text and delivery time."""
+    if not files:
+        schema = "source_file string, line_no int, raw_line string, ingest_ts timestamp"
+        return spark.createDataFrame([], schema)
+    # A whole file per row keeps each line's position, which decides which duplicate arrived first.
+    whole = spark.read.text([str(f) for f in files], wholetext=True).select(
+        F.col("_metadata.file_name").alias("source_file"),
+        F.col("_metadata.file_modification_time").alias("ingest_ts"),
+        F.posexplode(F.split("value", "\n")).alias("pos", "raw_line"),
+    )
+    return whole.select(
+        "source_file",
+        (F.col("pos") + 1).cast("int").alias("line_no"),
+        F.regexp_replace("raw_line", "\r$", "").alias("raw_line"),
+        "ingest_ts",
+    ).where(F.trim("raw_line") != "")
+
+
+def _number(raw: str, dtype: T.DataType) -> F.Column:
+    as_double = F.col(f"j.{raw}").try_cast("double")
+    if isinstance(dtype, T.DoubleType):
+        return as_double
+    return F.when(as_double == F.floor(as_double), as_double.cast(dtype))
+
+
+def _is_bad_number(raw: str, dtype: T.DataType) -> F.Column:
+    parsed = _number(raw, dtype)
+    finite = parsed.isNotNull() & ~F.isnan(parsed.cast("double")) & (F.abs(parsed.cast("double")) != float("inf"))
+    return F.col(f"j.{raw}").isNotNull() & ~finite
+
+
+def parse_events(lines: DataFrame, first_date: str, last_date: str) -> DataFrame:
+    """Parse and type each line; `reason` is null for a usable event and names the defect otherwise."""
+    parsed = lines.withColumn(
+        "j", F.from_json("raw_line", RAW_SCHEMA, {"columnNameOfCorruptRecord": "_corrupt"})
+    )
+    bad_numbers = F.concat_ws(
+        ",", *[F.when(_is_bad_number(name, dtype), F.lit(name)) for name, dtype in NUMBER_FIELDS.items()]
+    )
+    typed = parsed.select(
+        "source_file",
+        "line_no",
+        "raw_line",
+        "ingest_ts",
+        F.col("j._corrupt").alias("_corrupt"),
+        F.col("j").isNull().alias("_no_object"),
+        F.trim("j.event_id").alias("event_id"),
+        F.col("j.timestamp").try_cast("timestamp").alias("timestamp"),
+        *[F.col(f"j.{name}").alias(name) for name in TEXT_FIELDS if name not in ("event_id", "timestamp")],
+        *[_number(name, dtype).alias(name) for name, dtype in NUMBER_FIELDS.items()],
+        bad_numbers.alias("_bad_numbers"),
+    ).withColumn("event_date", F.to_date("timestamp"))
+    reason = (
+        F.when(F.col("_no_object") | F.col("_corrupt").isNotNull(), "malformed_json")
+        .when(F.col("event_id").isNull() | (F.col("event_id") == ""), "missing_event_id")
+        .when(F.col("timestamp").isNull(), "bad_timestamp")
+        .when(F.col("_bad_numbers") != "", F.concat(F.lit("bad_number:"), F.col("_bad_numbers")))
+        .when(~F.col("event_date").between(first_date, last_date), "event_date_out_of_range")
+    )
+    return typed.withColumn("reason", reason).drop("_corrupt", "_no_object", "_bad_numbers")
+
+
+def split_events(parsed: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
+    """(events, rejects, duplicates): the first arrival of an event_id wins, by file name then line."""
+    usable = parsed.where(F.col("reason").isNull())
+    arrival = Window.partitionBy("event_id").orderBy("source_file", "line_no")
+    ranked = usable.withColumn("_arrival", F.row_number().over(arrival)).withColumn(
+        "_first", F.first(F.struct("source_file", "line_no")).over(arrival)
+    )
+    events = ranked.where(F.col("_arrival") == 1).select(*BRONZE_SCHEMA.fieldNames())
+    duplicates = ranked.where(F.col("_arrival") > 1).select(
+        "event_id",
+        "source_file",
+        "line_no",
+        F.col("_first.source_file").alias("kept_source_file"),
+        F.col("_first.line_no").alias("kept_line_no"),
+        "event_date",
+        "ingest_ts",
+    )
+    rejects = parsed.where(F.col("reason").isNotNull()).select(*REJECT_SCHEMA.fieldNames())
+    return events, rejects, duplicates
+
+
+# The bronze asset and the ledger of the same run parse the same files: keep the last parse,
+# keyed by what the files are, so a run reads landing once and a changed file is parsed anew.
+_last_parse: dict[tuple, DataFrame] = {}
+
+
+def _fingerprint(spark: SparkSession, files: list[Path]) -> tuple:
+    stats = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return (id(spark), stats)
+
+
+def landing_events(spark: SparkSession, lake: LakeResource) -> tuple[DataFrame, DataFrame, DataFrame]:
+    files = lake.event_files()
+    key = _fingerprint(spark, files)
+    if key not in _last_parse:
+        for stale in _last_parse.values():
+            stale.unpersist()
+        _last_parse.clear()
+        bounds = (event_date_partitions.get_first_partition_key(), event_date_partitions.get_last_partition_key())
+        _last_parse[key] = parse_events(read_event_lines(spark, files), *bounds).cache()
+    return split_events(_last_parse[key])
+
+
+@dg.asset(
+    key=BRONZE_EVENTS,
+    partitions_def=event_date_partitions,
+    backfill_policy=single_run,
+    group_name="bronze",
+    kinds={"spark", "parquet"},
+    check_specs=[schema_spec(BRONZE_EVENTS)],
+)
+def bronze_usage_events(
+    context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource
+) -> dg.MaterializeResult:
+    """Usage events from every landing JSON-lines file, typed minimally (`value` stays text), one row
+    per `event_id` (the first arrival wins), partitioned by `event_date` (UTC).
+
+    Rejected lines and dropped duplicates are accounted for in the `usage_events_rejects`,
+    `usage_events_duplicates` and `usage_events_file_counts` assets."""
+    dates = context.partition_keys
+    session = spark.session()
+    events, _, _ = landing_events(session, lake)
+    chosen = events.where(F.col("event_date").between(dates[0], dates[-1]))
+    path = lake.replace_partitions(chosen, "bronze", "usage_events", "event_date", dates)
+    written = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates).cache()
+    rows = written.count()
+    per_date = {str(r[0]): r[1] for r in written.groupBy("event_date").count().collect()}
+    result = dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "partitions": len(dates),
+            "dates_with_rows": len(per_date),
+            "landing_files": len(lake.event_files()),
+            "path": dg.MetadataValue.path(str(path)),
+            "preview": dg.MetadataValue.md(markdown_preview(written)),
+        },
+        check_results=[spark_schema_result(BronzeUsageEvent, written, BRONZE_EVENTS)],
+    )
+    written.unpersist()
+    context.log.info(f"bronze usage_events: {rows} rows over {len(per_date)} of {len(dates)} dates")
+    return result
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            REJECTS,
+            deps=[BRONZE_EVENTS],
+            group_name="bronze",
+            kinds={"spark", "parquet"},
+            description="Landing lines that cannot become an event, with file, line number, raw text and reason.",
+        ),
+        dg.AssetSpec(
+            DUPLICATES,
+            deps=[BRONZE_EVENTS],
+            group_name="bronze",
+            kinds={"spark", "parquet"},
+            description="Later arrivals of an `event_id` already in bronze, dropped and kept here with where the first one came from.",
+        ),
+        dg.AssetSpec(
+            FILE_COUNTS,
+            deps=[BRONZE_EVENTS],
+            group_name="bronze",
+            kinds={"spark", "parquet"},
+            description="Per landing file: lines read = bronze rows + rejects + duplicates dropped.",
+        ),
+    ],
+    check_specs=[
+        schema_spec(REJECTS),
+        dg.AssetCheckSpec(
+            "conservation",
+            asset=FILE_COUNTS,
+            blocking=True,
+            description="For every landing file, its non-blank lines equal its bronze rows + rejects + duplicates.",
+        ),
+    ],
+)
+def usage_events_ledger(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
+    """Account for every landing line that bronze did not keep, and prove nothing went missing."""
+    session = spark.session()
+    files = lake.event_files()
+    _, rejects, duplicates = landing_events(session, lake)
+    rejects_path = lake.write(rejects, "bronze", "usage_events_rejects")
+    duplicates_path = lake.write(duplicates, "bronze", "usage_events_duplicates")
+    rejects = session.read.parquet(str(rejects_path)).cache()
+    duplicates = session.read.parquet(str(duplicates_path))
+
+    # Bronze rows are read back from disk, across every partition, so the balance covers what
+    # was actually written rather than what was meant to be.
+    bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date")
+    per_file = {f.name: {"lines_read": _count_lines(f), "bronze_rows": 0, "rejects": 0, "duplicates": 0} for f in files}
+    for column, frame in (("bronze_rows", bronze), ("rejects", rejects), ("duplicates", duplicates)):
+        for row in frame.groupBy("source_file").count().collect():
+            per_file.setdefault(row[0], {"lines_read": 0, "bronze_rows": 0, "rejects": 0, "duplicates": 0})[column] = row[1]
+    counts = session.createDataFrame(
+        [(name, c["lines_read"], c["bronze_rows"], c["rejects"], c["duplicates"]) for name, c in sorted(per_file.items())],
+        "source_file string, lines_read long, bronze_rows long, rejects long, duplicates long",
+    )
+    counts_path = lake.write(counts, "bronze", "usage_events_file_counts")
+
+    reasons = {r[0]: r[1] for r in rejects.groupBy("reason").count().collect()}
+    n_rejects = sum(reasons.values())
+    n_duplicates = duplicates.count()
+    yield dg.MaterializeResult(
+        asset_key=REJECTS,
+        metadata={
+            "dagster/row_count": n_rejects,
+            "by_reason": dg.MetadataValue.json(reasons),
+            "path": dg.MetadataValue.path(str(rejects_path)),
+            "preview": dg.MetadataValue.md(markdown_preview(rejects)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=DUPLICATES,
+        metadata={"dagster/row_count": n_duplicates, "path": dg.MetadataValue.path(str(duplicates_path))},
+    )
+    totals = {key: sum(c[key] for c in per_file.values()) for key in ("lines_read", "bronze_rows", "rejects", "duplicates")}
+    yield dg.MaterializeResult(
+        asset_key=FILE_COUNTS,
+        metadata={"dagster/row_count": len(per_file), **totals, "path": dg.MetadataValue.path(str(counts_path))},
+    )
+    yield spark_schema_result(BronzeReject, rejects, REJECTS)
+    yield equality_result(
+        "conservation",
+        FILE_COUNTS,
+        expected={name: c["lines_read"] for name, c in per_file.items()},
+        actual={name: c["bronze_rows"] + c["rejects"] + c["duplicates"] for name, c in per_file.items()},
+    )
+    rejects.unpersist()
+    context.log.info(
+        f"landing ledger: {totals['lines_read']} lines in {len(files)} files = {totals['bronze_rows']} bronze"
+        f" + {totals['rejects']} rejects + {totals['duplicates']} duplicates"
+    )

@@ -1,0 +1,78 @@
+"""Asset-check results shared by every layer: pandera schema validation and count conservation."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pap
+import pandera.pyspark as pa
+from pyspark.sql import DataFrame
+
+SCHEMA_CHECK = "pandera_schema"
+
+
+def schema_spec(asset_key: dg.AssetKey, description: str = "") -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(
+        SCHEMA_CHECK,
+        asset=asset_key,
+        blocking=True,
+        description=description or "The written rows satisfy the pandera schema (types, nulls, value sets, ranges).",
+    )
+
+
+def spark_schema_result(
+    model: type[pa.DataFrameModel] | pa.DataFrameSchema, df: DataFrame, asset_key: dg.AssetKey
+) -> dg.AssetCheckResult:
+    """Validate a Spark DataFrame with a pandera.pyspark model or schema."""
+    errors = model.validate(df).pandera.errors
+    return dg.AssetCheckResult(
+        check_name=SCHEMA_CHECK,
+        asset_key=asset_key,
+        passed=not errors,
+        metadata={"errors": dg.MetadataValue.json(_jsonable(errors))},
+    )
+
+
+def pandas_schema_result(
+    schema: pap.DataFrameSchema, df: pd.DataFrame, asset_key: dg.AssetKey
+) -> dg.AssetCheckResult:
+    """Validate a pandas frame (rows read back from Cassandra) with a pandera schema, lazily."""
+    try:
+        schema.validate(df, lazy=True)
+        failures: list[dict] = []
+    except pap.errors.SchemaErrors as exc:
+        failures = exc.failure_cases.head(20).astype(str).to_dict("records")
+    return dg.AssetCheckResult(
+        check_name=SCHEMA_CHECK,
+        asset_key=asset_key,
+        passed=not failures,
+        metadata={"rows_validated": len(df), "failures": dg.MetadataValue.json(failures)},
+    )
+
+
+def equality_result(
+    check_name: str, asset_key: dg.AssetKey, expected: dict[str, int], actual: dict[str, int]
+) -> dg.AssetCheckResult:
+    """Pass when two keyed counts agree everywhere; the mismatches are the metadata."""
+    keys = sorted(set(expected) | set(actual))
+    mismatches = {k: {"expected": expected.get(k, 0), "actual": actual.get(k, 0)} for k in keys
+                  if expected.get(k, 0) != actual.get(k, 0)}
+    return dg.AssetCheckResult(
+        check_name=check_name,
+        asset_key=asset_key,
+        passed=not mismatches,
+        metadata={
+            "keys_compared": len(keys),
+            "expected_total": sum(expected.values()),
+            "actual_total": sum(actual.values()),
+            "mismatches": dg.MetadataValue.json(dict(list(mismatches.items())[:50])),
+        },
+    )
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)

@@ -1,0 +1,39 @@
+"""The cpa code location: every asset, resource and job, run by the in-process executor."""
+
+import dagster as dg
+
+from cpa_assets.bronze.batch import bronze_csv_assets
+from cpa_assets.bronze.usage import bronze_usage_events, usage_events_ledger
+from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
+from cpa_assets.partitions import event_date_partitions
+from cpa_assets.serving.tables import serving_assets
+from cpa_assets.silver.usage import silver_usage_events
+from cpa_resources import CassandraResource, LakeResource, SparkResource
+
+# Everything a usage date needs, from landing to Cassandra, plus the snapshots it joins with.
+usage_pipeline_job = dg.define_asset_job(
+    "usage_pipeline",
+    selection=dg.AssetSelection.all(),
+    partitions_def=event_date_partitions,
+    description="Landing → bronze → silver → gold → Cassandra for a range of event dates.",
+)
+
+defs = dg.Definitions(
+    assets=[
+        *bronze_csv_assets,
+        bronze_usage_events,
+        usage_events_ledger,
+        silver_usage_events,
+        org_daily_usage_by_service,
+        org_top_services_14d,
+        *serving_assets,
+    ],
+    jobs=[usage_pipeline_job],
+    resources={
+        "spark": SparkResource.from_env(),
+        "lake": LakeResource.from_env(),
+        "cassandra": CassandraResource.from_env(),
+    },
+    # Steps share one process and so one SparkSession; one JVM per step would cost seconds each.
+    executor=dg.in_process_executor,
+)

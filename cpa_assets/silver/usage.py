@@ -1,0 +1,227 @@
+"""Silver usage events: conformed, checked against EV-* / RI-* and enriched; every bronze row
+lands either in silver (with `dq_flags`) or in quarantine (with `dq_rule`)."""
+
+
+import dagster as dg
+import pandera.pyspark as pa
+import pyspark.sql.types as T
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from cpa_assets.bronze.batch import read_bronze
+from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA
+from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
+from cpa_assets.partitions import event_date_partitions, single_run
+from cpa_assets.preview import markdown_preview
+from cpa_resources import LakeResource, SparkResource
+
+SILVER_EVENTS = dg.AssetKey(["silver", "usage_events"])
+QUARANTINE = dg.AssetKey(["silver", "usage_events_quarantine"])
+
+# Quarantine rules in order of precedence: a row failing several is quarantined under the first.
+QUARANTINE_RULES = ("EV-02", "EV-05", "RI-01", "RI-02")
+FLAGS = ("unit_imputed", "missing_value", "genai_tokens_unexpected", "missing_cost", "unknown_service",
+         "unknown_region", "unknown_metric", "unit_mismatch")
+
+SILVER_SCHEMA = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("timestamp", T.TimestampType(), False),
+        T.StructField("org_id", T.StringType()),
+        T.StructField("resource_id", T.StringType()),
+        T.StructField("service", T.StringType()),
+        T.StructField("region", T.StringType()),
+        T.StructField("metric", T.StringType()),
+        T.StructField("value", T.DoubleType()),
+        T.StructField("unit", T.StringType()),
+        T.StructField("cost_usd_increment", T.DoubleType()),
+        T.StructField("schema_version", T.IntegerType()),
+        T.StructField("carbon_kg", T.DoubleType()),
+        T.StructField("genai_tokens", T.LongType()),
+        T.StructField("org_name", T.StringType()),
+        T.StructField("industry", T.StringType()),
+        T.StructField("hq_region", T.StringType()),
+        T.StructField("plan_tier", T.StringType()),
+        T.StructField("lifecycle_stage", T.StringType()),
+        T.StructField("resource_state", T.StringType()),
+        T.StructField("resource_region", T.StringType()),
+        T.StructField("dq_flags", T.ArrayType(T.StringType())),
+        T.StructField("source_file", T.StringType()),
+        T.StructField("ingest_ts", T.TimestampType()),
+        T.StructField("event_date", T.DateType(), False),
+    ]
+)
+QUARANTINE_SCHEMA = T.StructType(
+    [f for f in BRONZE_SCHEMA.fields if f.name != "event_date"]
+    + [T.StructField("dq_rule", T.StringType(), False), T.StructField("rejected_ts", T.TimestampType()),
+       T.StructField("event_date", T.DateType(), False)]
+)
+
+
+class SilverUsageEvent(pa.DataFrameModel):
+    event_id: T.StringType() = pa.Field(nullable=False)
+    org_id: T.StringType() = pa.Field(nullable=False)
+    org_name: T.StringType() = pa.Field(nullable=False)
+    resource_id: T.StringType() = pa.Field(nullable=False)
+    value: T.DoubleType() = pa.Field(nullable=True)
+    cost_usd_increment: T.DoubleType() = pa.Field(nullable=True, ge=MIN_COST_INCREMENT)
+    genai_tokens: T.LongType() = pa.Field(nullable=True, ge=0)
+    event_date: T.DateType() = pa.Field(nullable=False)
+
+
+class QuarantinedUsageEvent(pa.DataFrameModel):
+    event_id: T.StringType() = pa.Field(nullable=False)
+    dq_rule: T.StringType() = pa.Field(nullable=False, isin=list(QUARANTINE_RULES))
+    event_date: T.DateType() = pa.Field(nullable=False)
+
+
+def conform_events(bronze: DataFrame, orgs: DataFrame, resources: DataFrame) -> DataFrame:
+    """Bronze events with `dq_rule` (null unless quarantined), `dq_flags` and the org/resource enrichment."""
+    org_cols = orgs.select(
+        F.col("org_id").alias("_org_id"), "org_name", "industry", "hq_region", "plan_tier", "lifecycle_stage"
+    )
+    res_cols = resources.select(
+        F.col("resource_id").alias("_resource_id"),
+        F.col("org_id").alias("_resource_org_id"),
+        F.col("state").alias("resource_state"),
+        F.col("region").alias("resource_region"),
+    )
+    joined = (
+        bronze.join(F.broadcast(org_cols), bronze.org_id == org_cols._org_id, "left")
+        .join(F.broadcast(res_cols), bronze.resource_id == res_cols._resource_id, "left")
+    )
+    value = F.trim("value").try_cast("double")
+    expected_unit = F.create_map(*[F.lit(x) for pair in UNIT_BY_METRIC.items() for x in pair])[F.col("metric")]
+    rule = (
+        F.when(F.col("value").isNotNull() & (value.isNull() | F.isnan(value)), "EV-02")
+        .when(F.col("cost_usd_increment") < MIN_COST_INCREMENT, "EV-05")
+        .when(F.col("_org_id").isNull(), "RI-01")
+        .when(F.col("_resource_id").isNull() | (F.col("_resource_org_id") != F.col("org_id")), "RI-02")
+    )
+    flags = F.filter(
+        F.array(
+            F.when(F.col("unit").isNull() & expected_unit.isNotNull(), F.lit("unit_imputed")),
+            F.when(F.col("value").isNull(), F.lit("missing_value")),
+            F.when(
+                F.col("genai_tokens").isNotNull() & ((F.col("service") != "genai") | (F.col("schema_version") < 2)),
+                F.lit("genai_tokens_unexpected"),
+            ),
+            F.when(F.col("cost_usd_increment").isNull(), F.lit("missing_cost")),
+            F.when(~F.coalesce(F.col("service").isin(*SERVICES), F.lit(False)), F.lit("unknown_service")),
+            F.when(~F.coalesce(F.col("region").isin(*REGIONS), F.lit(False)), F.lit("unknown_region")),
+            F.when(expected_unit.isNull(), F.lit("unknown_metric")),
+            F.when(F.col("unit").isNotNull() & (F.col("unit") != expected_unit), F.lit("unit_mismatch")),
+        ),
+        lambda flag: flag.isNotNull(),
+    )
+    return joined.select(
+        *bronze.columns,
+        value.alias("_value_num"),
+        F.coalesce(F.col("unit"), expected_unit).alias("_unit_conformed"),
+        "org_name", "industry", "hq_region", "plan_tier", "lifecycle_stage", "resource_state", "resource_region",
+        rule.alias("dq_rule"),
+        flags.alias("dq_flags"),
+    )
+
+
+def split_silver(conformed: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(silver, quarantine) from conformed events."""
+    silver = conformed.where(F.col("dq_rule").isNull()).withColumn("value", F.col("_value_num")).withColumn(
+        "unit", F.col("_unit_conformed")
+    )
+    # The delivery time of the file decides the quarantine time, so re-running changes nothing.
+    quarantine = conformed.where(F.col("dq_rule").isNotNull()).withColumn("rejected_ts", F.col("ingest_ts"))
+    return silver.select(*SILVER_SCHEMA.fieldNames()), quarantine.select(*QUARANTINE_SCHEMA.fieldNames())
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            SILVER_EVENTS,
+            deps=[BRONZE_EVENTS, dg.AssetKey(["bronze", "customers_orgs"]), dg.AssetKey(["bronze", "resources"])],
+            group_name="silver",
+            kinds={"spark", "parquet"},
+            description="Usage events that pass EV-02, EV-05, RI-01 and RI-02: `value` as a number, the unit "
+            "imputed from the metric (EV-03), `dq_flags` for EV-03/04/06 and DM-02, enriched with the org and the "
+            "resource. Partitioned by `event_date`.",
+        ),
+        dg.AssetSpec(
+            QUARANTINE,
+            deps=[BRONZE_EVENTS],
+            group_name="silver",
+            kinds={"spark", "parquet"},
+            description="Usage events held back from silver, with the first rule they fail (`dq_rule`) and `rejected_ts`.",
+        ),
+    ],
+    partitions_def=event_date_partitions,
+    backfill_policy=single_run,
+    check_specs=[
+        schema_spec(SILVER_EVENTS),
+        schema_spec(QUARANTINE),
+        dg.AssetCheckSpec(
+            "conservation",
+            asset=SILVER_EVENTS,
+            blocking=True,
+            description="For every event_date: bronze rows = silver rows + quarantined rows.",
+        ),
+    ],
+)
+def silver_usage_events(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
+    """Conform bronze usage events into silver and quarantine, partition by partition."""
+    dates = context.partition_keys
+    session = spark.session()
+    bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
+    conformed = conform_events(
+        bronze, read_bronze(session, lake, "customers_orgs"), read_bronze(session, lake, "resources")
+    )
+    silver, quarantine = split_silver(conformed)
+    silver_path = lake.replace_partitions(silver, "silver", "usage_events", "event_date", dates)
+    quarantine_path = lake.replace_partitions(quarantine, "silver", "usage_events_quarantine", "event_date", dates)
+
+    written = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates).cache()
+    held = lake.read(session, "silver", "usage_events_quarantine", QUARANTINE_SCHEMA, "event_date", dates).cache()
+    per_date = {
+        name: {str(r[0]): r[1] for r in frame.groupBy("event_date").count().collect()}
+        for name, frame in (("bronze", bronze), ("silver", written), ("quarantine", held))
+    }
+    by_rule = {rule: 0 for rule in QUARANTINE_RULES} | {r[0]: r[1] for r in held.groupBy("dq_rule").count().collect()}
+    by_flag = {flag: 0 for flag in FLAGS} | {
+        r[0]: r[1] for r in written.select(F.explode("dq_flags").alias("flag")).groupBy("flag").count().collect()
+    }
+    totals = {name: sum(counts.values()) for name, counts in per_date.items()}
+    yield dg.MaterializeResult(
+        asset_key=SILVER_EVENTS,
+        metadata={
+            "dagster/row_count": totals["silver"],
+            "rows_in": totals["bronze"],
+            "rows_quarantined": totals["quarantine"],
+            "flags": dg.MetadataValue.json(by_flag),
+            "quarantined_by_rule": dg.MetadataValue.json(by_rule),
+            "path": dg.MetadataValue.path(str(silver_path)),
+            "preview": dg.MetadataValue.md(markdown_preview(written)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=QUARANTINE,
+        metadata={
+            "dagster/row_count": totals["quarantine"],
+            "by_rule": dg.MetadataValue.json(by_rule),
+            "path": dg.MetadataValue.path(str(quarantine_path)),
+        },
+    )
+    yield spark_schema_result(SilverUsageEvent, written, SILVER_EVENTS)
+    yield spark_schema_result(QuarantinedUsageEvent, held, QUARANTINE)
+    dates_seen = set(per_date["bronze"]) | set(per_date["silver"]) | set(per_date["quarantine"])
+    yield equality_result(
+        "conservation",
+        SILVER_EVENTS,
+        expected={d: per_date["bronze"].get(d, 0) for d in dates_seen},
+        actual={d: per_date["silver"].get(d, 0) + per_date["quarantine"].get(d, 0) for d in dates_seen},
+    )
+    written.unpersist()
+    held.unpersist()
+    context.log.info(
+        f"silver usage_events: {totals['bronze']} bronze = {totals['silver']} silver + {totals['quarantine']}"
+        f" quarantined {by_rule}"
+    )

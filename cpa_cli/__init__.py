@@ -1,0 +1,1 @@
+"""The `cpa` command line: set-up, headless runs and the serving questions."""

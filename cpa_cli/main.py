@@ -1,0 +1,55 @@
+"""Entry point of the `cpa` command."""
+
+import argparse
+import os
+import sys
+
+from cpa_resources.lake import REPO_ROOT
+
+
+def _cassandra(args: argparse.Namespace) -> int:
+    from cpa_resources import local_cassandra
+
+    if args.action == "start":
+        local_cassandra.start()
+    elif args.action == "stop":
+        local_cassandra.stop()
+    else:
+        print(local_cassandra.describe_status())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cpa_cli import ask, backfill, generate
+
+    parser = argparse.ArgumentParser(prog="cpa", description="Cloud Provider Analytics pipeline")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="write deterministic landing data with every known defect")
+    generate.add_arguments(gen)
+    gen.set_defaults(handler=generate.run)
+
+    cas = commands.add_parser("cassandra", help="the local Apache Cassandra server")
+    cas.add_argument("action", choices=["start", "stop", "status"])
+    cas.set_defaults(handler=_cassandra)
+
+    back = commands.add_parser("backfill", help="materialise every asset for every event date in landing")
+    backfill.add_arguments(back)
+    back.set_defaults(handler=backfill.run)
+
+    question = commands.add_parser("ask", help="answer a serving question from Cassandra")
+    ask.add_arguments(question)
+    question.set_defaults(handler=ask.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Runs started here show up in the UI that `make run` serves from the same instance folder.
+    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    args = build_parser().parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Cassandra: a local server, a cluster of your own, or AstraDB, chosen by configuration."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from pathlib import Path
+
+import dagster as dg
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import Cluster, Session
+
+CQL_DIR = Path(__file__).resolve().parents[1] / "cql"
+DDL_KEYSPACE = "cloud_provider"
+
+_sessions: dict[tuple, Session] = {}
+_lock = threading.Lock()
+
+
+class CassandraResource(dg.ConfigurableResource):
+    """Connection settings for the serving keyspace; sessions are pooled per process."""
+
+    hosts: str = "127.0.0.1"
+    port: int = 9042
+    keyspace: str = DDL_KEYSPACE
+    username: str = ""
+    password: str = ""
+    secure_connect_bundle: str = ""
+    replication: str = ""
+
+    @classmethod
+    def from_env(cls) -> CassandraResource:
+        env = os.environ.get
+        return cls(
+            hosts=env("CPA_CASSANDRA_HOSTS", "127.0.0.1"),
+            port=int(env("CPA_CASSANDRA_PORT", "9042")),
+            keyspace=env("CPA_CASSANDRA_KEYSPACE", DDL_KEYSPACE),
+            username=env("CPA_CASSANDRA_USERNAME", ""),
+            # AstraDB takes the literal user "token" and the application token as password.
+            password=env("CPA_CASSANDRA_PASSWORD", "") or env("CPA_ASTRA_TOKEN", ""),
+            secure_connect_bundle=env("CPA_ASTRA_BUNDLE", ""),
+            replication=env("CPA_CASSANDRA_REPLICATION", ""),
+        )
+
+    def _cluster(self) -> Cluster:
+        auth = None
+        if self.password:
+            auth = PlainTextAuthProvider(self.username or "token", self.password)
+        if self.secure_connect_bundle:
+            return Cluster(cloud={"secure_connect_bundle": self.secure_connect_bundle}, auth_provider=auth)
+        hosts = [h.strip() for h in self.hosts.split(",") if h.strip()]
+        return Cluster(hosts, port=self.port, auth_provider=auth, connect_timeout=15)
+
+    def session(self) -> Session:
+        """A session bound to the keyspace, which is created first if it does not exist."""
+        key = (self.hosts, self.port, self.keyspace, self.username, self.secure_connect_bundle)
+        with _lock:
+            if key not in _sessions:
+                session = self._cluster().connect()
+                session.default_timeout = 60
+                for statement in self._statements("keyspace"):
+                    session.execute(statement)
+                session.set_keyspace(self.keyspace)
+                _sessions[key] = session
+            return _sessions[key]
+
+    def _statements(self, name: str) -> list[str]:
+        """The statements of `cql/<name>.cql`, aimed at the configured keyspace and replication."""
+        text = re.sub(r"--[^\n]*", "", (CQL_DIR / f"{name}.cql").read_text())
+        text = re.sub(rf"\b{DDL_KEYSPACE}\b", self.keyspace, text)
+        if self.replication:
+            text = re.sub(r"replication = \{[^}]*\}", f"replication = {self.replication}", text)
+        return [s.strip() for s in text.split(";") if s.strip()]
+
+    def apply_cql(self, name: str) -> None:
+        """Create the table of `cql/<name>.cql` if it does not exist yet."""
+        for statement in self._statements(name):
+            self.session().execute(statement)
+
+
+def shutdown_sessions() -> None:
+    with _lock:
+        for session in _sessions.values():
+            session.cluster.shutdown()
+        _sessions.clear()

@@ -1,0 +1,108 @@
+"""The data lake: landing input and Parquet tables per layer, replaced partition by partition."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import dagster as dg
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EVENTS_FOLDER = "usage_events_stream"
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Where landing files are read and where bronze, silver and gold Parquet tables live."""
+
+    root: str = str(REPO_ROOT / "datalake")
+    landing: str = ""
+
+    @classmethod
+    def from_env(cls) -> LakeResource:
+        root = os.environ.get("CPA_LAKE_DIR") or str(REPO_ROOT / "datalake")
+        return cls(root=root, landing=os.environ.get("CPA_LANDING_DIR", ""))
+
+    def landing_dir(self) -> Path:
+        return Path(self.landing) if self.landing else Path(self.root) / "landing"
+
+    def events_dir(self) -> Path:
+        return self.landing_dir() / EVENTS_FOLDER
+
+    def event_files(self) -> list[Path]:
+        """Complete event files in arrival order (file name order); hidden and temporary names are not yet delivered."""
+        folder = self.events_dir()
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob("*.jsonl") if not p.name.startswith((".", "_")) and p.is_file())
+
+    def path(self, layer: str, table: str) -> Path:
+        return Path(self.root) / layer / table
+
+    def partition_dir(self, layer: str, table: str, column: str, key: str) -> Path:
+        return self.path(layer, table) / f"{column}={key}"
+
+    def read(
+        self,
+        spark: SparkSession,
+        layer: str,
+        table: str,
+        schema: StructType,
+        partition_column: str | None = None,
+        keys: Iterable[str] | None = None,
+    ) -> DataFrame:
+        """Read a table, or only the given partitions of it; missing partitions read as empty."""
+        base = self.path(layer, table)
+        if partition_column is None:
+            if not base.exists():
+                raise FileNotFoundError(f"{layer}/{table} has not been materialised yet ({base})")
+            return spark.read.schema(schema).parquet(str(base))
+        if keys is None:
+            paths = sorted(str(p) for p in base.glob(f"{partition_column}=*")) if base.exists() else []
+        else:
+            paths = [str(base / f"{partition_column}={k}") for k in keys]
+            paths = [p for p in paths if Path(p).exists()]
+        if not paths:
+            return spark.createDataFrame([], schema)
+        return spark.read.schema(schema).option("basePath", str(base)).parquet(*paths)
+
+    def write(self, df: DataFrame, layer: str, table: str) -> Path:
+        """Replace an unpartitioned table as a whole, swapping in a finished copy."""
+        target = self.path(layer, table)
+        staging = target.parent / f".staging-{table}-{uuid.uuid4().hex}"
+        df.coalesce(1).write.mode("overwrite").parquet(str(staging))
+        _swap(staging, target)
+        return target
+
+    def replace_partitions(
+        self, df: DataFrame, layer: str, table: str, partition_column: str, keys: Iterable[str]
+    ) -> Path:
+        """Replace exactly the given partitions: written rows land, keys without rows end up empty.
+
+        Rows are first written to a staging folder so that a failure leaves the old partitions in place.
+        """
+        target = self.path(layer, table)
+        target.mkdir(parents=True, exist_ok=True)
+        staging = target / f".staging-{uuid.uuid4().hex}"
+        df.repartition(partition_column).write.partitionBy(partition_column).parquet(str(staging))
+        for key in keys:
+            name = f"{partition_column}={key}"
+            new = staging / name
+            if new.exists():
+                _swap(new, target / name)
+            elif (target / name).exists():
+                shutil.rmtree(target / name)
+        shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+def _swap(new: Path, target: Path) -> None:
+    old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex}")
+    if target.exists():
+        target.rename(old)
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,50 @@
+"""Spark: local mode by default, a cluster master URL or a Spark Connect server by configuration."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+from pyspark.sql import SparkSession
+
+
+class SparkResource(dg.ConfigurableResource):
+    """One SparkSession per process, shared by every step of a run (the in-process executor)."""
+
+    master: str = "local[2]"
+    remote: str = ""
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4
+
+    @classmethod
+    def from_env(cls) -> SparkResource:
+        return cls(
+            master=os.environ.get("CPA_SPARK_MASTER", "local[2]"),
+            remote=os.environ.get("CPA_SPARK_REMOTE", ""),
+            driver_memory=os.environ.get("CPA_SPARK_DRIVER_MEMORY", "2g"),
+            shuffle_partitions=int(os.environ.get("CPA_SPARK_SHUFFLE_PARTITIONS", "4")),
+        )
+
+    def session(self) -> SparkSession:
+        builder = SparkSession.builder.appName("cpa")
+        if self.remote:
+            return builder.remote(self.remote).getOrCreate()
+        session = (
+            builder.master(self.master)
+            .config("spark.driver.memory", self.driver_memory)
+            .config("spark.sql.shuffle.partitions", str(self.shuffle_partitions))
+            .config("spark.default.parallelism", str(self.shuffle_partitions))
+            .config("spark.sql.session.timeZone", "UTC")
+            .config("spark.sql.sources.partitionColumnTypeInference.enabled", "false")
+            # The UI server and its listeners cost start-up time and memory a batch step never uses.
+            .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.parquet.compression.codec", "snappy")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            # Listing a few hundred partition folders is quicker on the driver than as a Spark job.
+            .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
+            .config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC")
+            .getOrCreate()
+        )
+        session.sparkContext.setLogLevel("ERROR")
+        return session
