@@ -18,22 +18,34 @@ usage_pipeline_job = dg.define_asset_job(
     description="Landing → bronze → silver → gold → Cassandra for a range of event dates.",
 )
 
-defs = dg.Definitions(
-    assets=[
-        *bronze_csv_assets,
-        bronze_usage_events,
-        usage_events_ledger,
-        silver_usage_events,
-        org_daily_usage_by_service,
-        org_top_services_14d,
-        *serving_assets,
-    ],
-    jobs=[usage_pipeline_job],
-    resources={
-        "spark": SparkResource.from_env(),
-        "lake": LakeResource.from_env(),
-        "cassandra": CassandraResource.from_env(),
-    },
-    # Steps share one process and so one SparkSession; one JVM per step would cost seconds each.
-    executor=dg.in_process_executor,
-)
+ASSETS = [
+    *bronze_csv_assets,
+    bronze_usage_events,
+    usage_events_ledger,
+    silver_usage_events,
+    org_daily_usage_by_service,
+    org_top_services_14d,
+    *serving_assets,
+]
+
+
+def build_definitions(
+    lake: LakeResource | None = None,
+    spark: SparkResource | None = None,
+    cassandra: CassandraResource | None = None,
+) -> dg.Definitions:
+    """The code location; resources default to their environment configuration."""
+    return dg.Definitions(
+        assets=ASSETS,
+        jobs=[usage_pipeline_job],
+        resources={
+            "spark": spark or SparkResource.from_env(),
+            "lake": lake or LakeResource.from_env(),
+            "cassandra": cassandra or CassandraResource.from_env(),
+        },
+        # Steps share one process and so one SparkSession; one JVM per step would cost seconds each.
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -18,11 +18,14 @@ def landing_date_range(lake: LakeResource) -> tuple[str, str] | None:
     return (min(dates), max(dates)) if dates else None
 
 
-def run_backfill(start: str | None = None, end: str | None = None, instance: dg.DagsterInstance | None = None):
+def run_backfill(
+    defs: dg.Definitions,
+    start: str | None = None,
+    end: str | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> dg.ExecuteInProcessResult:
     """Materialise the usage pipeline over [start, end] (default: the dates found in landing)."""
-    from cpa_assets.definitions import defs
-
-    lake = LakeResource.from_env()
+    lake: LakeResource = defs.resources["lake"]
     if start is None or end is None:
         found = landing_date_range(lake)
         if found is None:
@@ -54,5 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = run_backfill(args.start, args.end)
+    from cpa_assets.definitions import defs
+
+    result = run_backfill(defs, args.start, args.end)
     return 0 if result.success else 1
