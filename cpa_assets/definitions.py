@@ -5,7 +5,6 @@ import dagster as dg
 from cpa_assets.bronze.batch import bronze_csv_assets
 from cpa_assets.bronze.usage import bronze_usage_events, usage_events_ledger
 from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
-from cpa_assets.partitions import event_date_partitions
 from cpa_assets.serving.tables import serving_assets
 from cpa_assets.silver.usage import silver_usage_events
 from cpa_resources import CassandraResource, LakeResource, SparkResource
@@ -14,7 +13,6 @@ from cpa_resources import CassandraResource, LakeResource, SparkResource
 usage_pipeline_job = dg.define_asset_job(
     "usage_pipeline",
     selection=dg.AssetSelection.all(),
-    partitions_def=event_date_partitions,
     description="Landing → bronze → silver → gold → Cassandra for a range of event dates.",
 )
 

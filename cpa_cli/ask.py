@@ -8,10 +8,13 @@ from cpa_resources import CassandraResource
 QUESTIONS = {
     "p1": (
         "SELECT usage_date, service, daily_cost_usd, requests, cpu_hours, storage_gb_hours, genai_tokens,"
-        " carbon_kg, event_count FROM org_daily_usage_by_service"
+        " carbon_kg, event_count FROM {keyspace}.org_daily_usage_by_service"
         " WHERE org_id = ? AND usage_date >= ? AND usage_date <= ?"
     ),
-    "p2": "SELECT rank, service, total_cost_usd FROM org_top_services_14d WHERE org_id = ? AND as_of_date = ? LIMIT ?",
+    "p2": (
+        "SELECT rank, service, total_cost_usd FROM {keyspace}.org_top_services_14d"
+        " WHERE org_id = ? AND as_of_date = ? LIMIT ?"
+    ),
 }
 
 
@@ -22,9 +25,9 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a YYYY-MM-DD date: {text!r}") from exc
 
 
-def query(question: str, *args) -> tuple[list[str], list[tuple]]:
-    session = CassandraResource.from_env().session()
-    result = session.execute(session.prepare(QUESTIONS[question]), args)
+def query(cassandra: CassandraResource, question: str, *args) -> tuple[list[str], list[tuple]]:
+    session = cassandra.session()
+    result = session.execute(session.prepare(QUESTIONS[question].format(keyspace=cassandra.keyspace)), args)
     return list(result.column_names), [tuple(row) for row in result]
 
 
@@ -52,9 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cassandra = CassandraResource.from_env()
     if args.question == "p1":
-        columns, rows = query("p1", args.org, args.start, args.end)
+        columns, rows = query(cassandra, "p1", args.org, args.start, args.end)
     else:
-        columns, rows = query("p2", args.org, args.date, args.top)
+        columns, rows = query(cassandra, "p2", args.org, args.date, args.top)
     print(format_table(columns, rows))
     return 0

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import Cluster, Session
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
+from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
 CQL_DIR = Path(__file__).resolve().parents[1] / "cql"
 DDL_KEYSPACE = "cloud_provider"
@@ -28,6 +29,7 @@ class CassandraResource(dg.ConfigurableResource):
     password: str = ""
     secure_connect_bundle: str = ""
     replication: str = ""
+    protocol_version: int = 5
 
     @classmethod
     def from_env(cls) -> CassandraResource:
@@ -41,7 +43,18 @@ class CassandraResource(dg.ConfigurableResource):
             password=env("CPA_CASSANDRA_PASSWORD", "") or env("CPA_ASTRA_TOKEN", ""),
             secure_connect_bundle=env("CPA_ASTRA_BUNDLE", ""),
             replication=env("CPA_CASSANDRA_REPLICATION", ""),
+            protocol_version=int(env("CPA_CASSANDRA_PROTOCOL_VERSION", "5")),
         )
+
+    def with_keyspace(self, keyspace: str) -> "CassandraResource":
+        return CassandraResource(**{**self._config_values(), "keyspace": keyspace})
+
+    def _config_values(self) -> dict:
+        return {name: getattr(self, name) for name in CassandraResource.model_fields}
+
+    def table(self, name: str) -> str:
+        """A table name qualified with the keyspace, as prepared statements should name it."""
+        return f"{self.keyspace}.{name}"
 
     def _cluster(self) -> Cluster:
         auth = None
@@ -50,18 +63,24 @@ class CassandraResource(dg.ConfigurableResource):
         if self.secure_connect_bundle:
             return Cluster(cloud={"secure_connect_bundle": self.secure_connect_bundle}, auth_provider=auth)
         hosts = [h.strip() for h in self.hosts.split(",") if h.strip()]
-        return Cluster(hosts, port=self.port, auth_provider=auth, connect_timeout=15)
+        profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()), request_timeout=60)
+        return Cluster(
+            hosts,
+            port=self.port,
+            auth_provider=auth,
+            connect_timeout=15,
+            protocol_version=self.protocol_version,
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        )
 
     def session(self) -> Session:
-        """A session bound to the keyspace, which is created first if it does not exist."""
+        """A pooled session; the keyspace is created first if it does not exist."""
         key = (self.hosts, self.port, self.keyspace, self.username, self.secure_connect_bundle)
         with _lock:
             if key not in _sessions:
                 session = self._cluster().connect()
-                session.default_timeout = 60
                 for statement in self._statements("keyspace"):
                     session.execute(statement)
-                session.set_keyspace(self.keyspace)
                 _sessions[key] = session
             return _sessions[key]
 
@@ -74,8 +93,8 @@ class CassandraResource(dg.ConfigurableResource):
         return [s.strip() for s in text.split(";") if s.strip()]
 
     def apply_cql(self, name: str) -> None:
-        """Create the table of `cql/<name>.cql` if it does not exist yet."""
-        for statement in self._statements(name):
+        """Create the keyspace and the table of `cql/<name>.cql` if they do not exist yet."""
+        for statement in self._statements("keyspace") + self._statements(name):
             self.session().execute(statement)
 
 

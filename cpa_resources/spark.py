@@ -43,7 +43,7 @@ class SparkResource(dg.ConfigurableResource):
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             # Listing a few hundred partition folders is quicker on the driver than as a Spark job.
             .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
-            .config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC")
+            .config("spark.driver.extraJavaOptions", "-XX:+UseParallelGC -XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=256m")
             .getOrCreate()
         )
         session.sparkContext.setLogLevel("ERROR")

@@ -110,6 +110,13 @@ REJECT_SCHEMA = T.StructType(
 )
 
 
+class BronzeCsvReject(pa.DataFrameModel):
+    source_file: T.StringType() = pa.Field(nullable=False)
+    row_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
+    raw_row: T.StringType() = pa.Field(nullable=False)
+    reason: T.StringType() = pa.Field(nullable=False, str_matches=r"^(missing_key|duplicate_key|bad_\w+:\w+)$")
+
+
 class MissingColumnError(ValueError):
     """A landing CSV lacks a column the contract requires; nothing is written."""
 
@@ -214,6 +221,7 @@ def build_bronze_csv_asset(source: CsvSource) -> dg.AssetsDefinition:
         ],
         check_specs=[
             schema_spec(table_key),
+            schema_spec(reject_key),
             dg.AssetCheckSpec(
                 "conservation",
                 asset=table_key,
@@ -235,8 +243,9 @@ def build_bronze_csv_asset(source: CsvSource) -> dg.AssetsDefinition:
         table_path = lake.write(rows, "bronze", source.table)
         rejects_path = lake.write(rejects, "bronze", f"{source.table}_rejects")
         written = session.read.parquet(str(table_path))
+        rejected = session.read.parquet(str(rejects_path))
         n_rows = written.count()
-        reasons = {r[0]: r[1] for r in session.read.parquet(str(rejects_path)).groupBy("reason").count().collect()}
+        reasons = {r[0]: r[1] for r in rejected.groupBy("reason").count().collect()}
         n_duplicates = reasons.get("duplicate_key", 0)
         n_rejects = sum(reasons.values()) - n_duplicates
         landing_rows = count_rows(path)
@@ -262,6 +271,7 @@ def build_bronze_csv_asset(source: CsvSource) -> dg.AssetsDefinition:
                       "path": dg.MetadataValue.path(str(rejects_path))},
         )
         yield spark_schema_result(source.pandera_schema, written, table_key)
+        yield spark_schema_result(BronzeCsvReject, rejected, reject_key)
         yield equality_result(
             "conservation", table_key, {source.file_name: landing_rows},
             {source.file_name: n_rows + n_rejects + n_duplicates},

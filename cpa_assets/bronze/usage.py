@@ -83,6 +83,14 @@ class BronzeReject(pa.DataFrameModel):
     )
 
 
+class BronzeDuplicate(pa.DataFrameModel):
+    event_id: T.StringType() = pa.Field(nullable=False)
+    source_file: T.StringType() = pa.Field(nullable=False)
+    line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
+    kept_source_file: T.StringType() = pa.Field(nullable=False)
+    kept_line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
+
+
 def read_event_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
     """One row per non-blank line: file name, 1-based line number, raw text and delivery time."""
     if not files:
@@ -173,7 +181,7 @@ _last_parse: dict[tuple, DataFrame] = {}
 
 
 def _fingerprint(spark: SparkSession, files: list[Path]) -> tuple:
-    stats = tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
     return (id(spark), stats)
 
 
@@ -260,6 +268,7 @@ def _count_lines(path: Path) -> int:
     ],
     check_specs=[
         schema_spec(REJECTS),
+        schema_spec(DUPLICATES),
         dg.AssetCheckSpec(
             "conservation",
             asset=FILE_COUNTS,
@@ -313,6 +322,7 @@ def usage_events_ledger(context: dg.AssetExecutionContext, spark: SparkResource,
         metadata={"dagster/row_count": len(per_file), **totals, "path": dg.MetadataValue.path(str(counts_path))},
     )
     yield spark_schema_result(BronzeReject, rejects, REJECTS)
+    yield spark_schema_result(BronzeDuplicate, duplicates, DUPLICATES)
     yield equality_result(
         "conservation",
         FILE_COUNTS,

@@ -174,7 +174,7 @@ def silver_usage_events(context: dg.AssetExecutionContext, spark: SparkResource,
     bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
     conformed = conform_events(
         bronze, read_bronze(session, lake, "customers_orgs"), read_bronze(session, lake, "resources")
-    )
+    ).cache()
     silver, quarantine = split_silver(conformed)
     silver_path = lake.replace_partitions(silver, "silver", "usage_events", "event_date", dates)
     quarantine_path = lake.replace_partitions(quarantine, "silver", "usage_events_quarantine", "event_date", dates)
@@ -219,8 +219,8 @@ def silver_usage_events(context: dg.AssetExecutionContext, spark: SparkResource,
         expected={d: per_date["bronze"].get(d, 0) for d in dates_seen},
         actual={d: per_date["silver"].get(d, 0) + per_date["quarantine"].get(d, 0) for d in dates_seen},
     )
-    written.unpersist()
-    held.unpersist()
+    for frame in (conformed, written, held):
+        frame.unpersist()
     context.log.info(
         f"silver usage_events: {totals['bronze']} bronze = {totals['silver']} silver + {totals['quarantine']}"
         f" quarantined {by_rule}"

@@ -1,0 +1,94 @@
+"""Acceptance on the real course dataset: the served answers equal an independent computation."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from tests.cassandra_tables import assert_same_rows, read_table
+from tests.conftest import REAL_LANDING, failed_checks, fresh_keyspace, latest_metadata, run_pipeline
+from tests.independent import landing_events, p1_daily_usage, p2_top_services, silver_events
+
+pytestmark = [
+    pytest.mark.acceptance,
+    pytest.mark.skipif(not REAL_LANDING.is_dir(), reason="the course dataset is not beside the repo"),
+]
+
+
+@pytest.fixture(scope="module")
+def cassandra(cassandra_server):
+    with fresh_keyspace("real_dataset") as resource:
+        yield resource
+
+
+@pytest.fixture(scope="module")
+def backfilled(cassandra, tmp_path_factory):
+    """One backfill of the real dataset, shared by the tests of this module."""
+    result, lake = run_pipeline(REAL_LANDING, tmp_path_factory.mktemp("lake"), cassandra)
+    assert result.success and not failed_checks(result)
+    return result, lake
+
+
+def test_p1_and_p2_equal_an_independent_computation(backfilled, cassandra):
+    daily = p1_daily_usage(REAL_LANDING)
+    assert_same_rows(read_table(cassandra, "org_daily_usage_by_service"), daily, ["org_id", "usage_date", "service"])
+
+    first, last = daily.usage_date.min(), daily.usage_date.max()
+    top = p2_top_services(daily, first, last)
+    assert_same_rows(read_table(cassandra, "org_top_services_14d"), top, ["org_id", "as_of_date", "rank"])
+
+
+def test_bronze_holds_every_landing_event_once_and_silver_conserves_each_date(backfilled, spark):
+    result, lake = backfilled
+    landing_ids = [
+        json.loads(line)["event_id"]
+        for path in sorted((REAL_LANDING / "usage_events_stream").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        if line.strip()
+    ]
+    bronze = spark.read.parquet(str(lake.path("bronze", "usage_events"))).toPandas()
+    assert len(bronze) == len(landing_ids) == bronze.event_id.nunique()
+    assert set(bronze.event_id) == set(landing_ids)
+
+    silver = spark.read.parquet(str(lake.path("silver", "usage_events"))).groupBy("event_date").count().toPandas()
+    held = spark.read.parquet(str(lake.path("silver", "usage_events_quarantine"))).groupBy("event_date").count().toPandas()
+    per_date = bronze.groupby(bronze.event_date.astype(str)).size()
+    served = (
+        silver.set_index(silver.event_date.astype(str))["count"]
+        .add(held.set_index(held.event_date.astype(str))["count"], fill_value=0)
+    )
+    pd.testing.assert_series_equal(per_date.sort_index(), served.sort_index().astype(int), check_names=False)
+
+    metadata = latest_metadata(result, dg.AssetKey(["silver", "usage_events"]))
+    kept = silver_events(REAL_LANDING)
+    events = landing_events(REAL_LANDING)
+    below = sum(1 for e in events if (e.get("cost_usd_increment") or 0) < -0.01)
+    assert metadata["quarantined_by_rule"] == {"EV-02": 0, "EV-05": below, "RI-01": 0, "RI-02": 0}
+    assert metadata["flags"]["unit_imputed"] == int(kept.unit.isna().sum())
+    assert metadata["flags"]["missing_value"] == int(kept.value.isna().sum())
+    assert metadata["rows_quarantined"] == len(events) - len(kept) == below
+
+
+def _snapshot(lake, spark, cassandra) -> dict[str, pd.DataFrame]:
+    tables = {}
+    for layer in ("bronze", "silver", "gold"):
+        for folder in sorted(lake.path(layer, "x").parent.iterdir()):
+            frame = spark.read.parquet(str(folder)).toPandas()
+            tables[f"{layer}/{folder.name}"] = frame.sort_values(list(frame.columns)[:3]).reset_index(drop=True)
+    for table in ("org_daily_usage_by_service", "org_top_services_14d"):
+        frame = read_table(cassandra, table)
+        tables[f"cassandra/{table}"] = frame.sort_values(list(frame.columns)[:3]).reset_index(drop=True)
+    return tables
+
+
+def test_backfill_twice_changes_nothing(backfilled, spark, cassandra):
+    _, lake = backfilled
+    before = _snapshot(lake, spark, cassandra)
+    result, _ = run_pipeline(REAL_LANDING, Path(lake.root), cassandra)
+    assert result.success
+    after = _snapshot(lake, spark, cassandra)
+    assert before.keys() == after.keys()
+    for name in before:
+        pd.testing.assert_frame_equal(before[name], after[name], obj=name)

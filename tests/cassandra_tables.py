@@ -1,0 +1,19 @@
+"""Read whole serving tables back from Cassandra, and compare tables row by row."""
+
+import pandas as pd
+from cassandra.util import Date
+
+
+def read_table(cassandra, table: str) -> pd.DataFrame:
+    result = cassandra.session().execute(f"SELECT * FROM {cassandra.table(table)}")
+    rows = [[v.date() if isinstance(v, Date) else v for v in row] for row in result]
+    return pd.DataFrame(rows, columns=list(result.column_names))
+
+
+def assert_same_rows(actual: pd.DataFrame, expected: pd.DataFrame, key: list[str], rel: float = 1e-9):
+    """Every row and column equal: keys and text exactly, numbers within a relative rounding tolerance."""
+    assert sorted(actual.columns) == sorted(expected.columns)
+    actual = actual.sort_values(key).reset_index(drop=True)
+    expected = expected[actual.columns].sort_values(key).reset_index(drop=True)
+    assert len(actual) == len(expected), f"{len(actual)} rows served, {len(expected)} expected"
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False, rtol=rel, atol=1e-9)

@@ -1,0 +1,77 @@
+"""Shared fixtures: one local SparkSession, the real Cassandra server, isolated lakes and keyspaces."""
+
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cpa_assets.definitions import build_definitions
+from cpa_cli.backfill import run_backfill
+from cpa_resources import CassandraResource, LakeResource, SparkResource, local_cassandra
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_LANDING = (REPO / ".." / "shared" / "datasets" / "cloud_provider" / "landing").resolve()
+
+
+@pytest.fixture(scope="session")
+def spark():
+    return SparkResource.from_env().session()
+
+
+@pytest.fixture(scope="session")
+def cassandra_server():
+    """The project's own Cassandra, unless CPA_CASSANDRA_HOSTS points at another cluster."""
+    if not os.environ.get("CPA_CASSANDRA_HOSTS"):
+        local_cassandra.start()
+
+
+@contextmanager
+def fresh_keyspace(name: str):
+    """A keyspace of its own on the test cluster, dropped afterwards."""
+    keyspace = "cpa_test_" + re.sub(r"\W", "_", name.lower())[:36]
+    resource = CassandraResource.from_env().with_keyspace(keyspace)
+    resource.session().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+    yield resource
+    resource.session().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+
+
+def run_pipeline(landing: Path, lake_dir: Path, cassandra: CassandraResource, start=None, end=None):
+    """Run `cpa backfill` over a landing folder into the given lake and keyspace."""
+    lake = LakeResource(root=str(lake_dir), landing=str(landing))
+    defs = build_definitions(lake=lake, cassandra=cassandra)
+    return run_backfill(defs, start, end, instance=dg.DagsterInstance.ephemeral()), lake
+
+
+@pytest.fixture
+def cassandra(cassandra_server, request):
+    with fresh_keyspace(request.node.name) as resource:
+        yield resource
+
+
+@pytest.fixture
+def pipeline(tmp_path, cassandra):
+    def run(landing: Path, lake_dir: Path | None = None, start: str | None = None, end: str | None = None):
+        return run_pipeline(landing, lake_dir or tmp_path / "lake", cassandra, start, end)
+
+    return run
+
+
+def failed_checks(result) -> list[str]:
+    return [
+        e.asset_check_evaluation_data.asset_check_key.to_user_string()
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    ]
+
+
+def latest_metadata(result, asset_key: dg.AssetKey) -> dict:
+    """Metadata of the last materialisation of an asset in a run, as plain values."""
+    events = [
+        e.event_specific_data.materialization
+        for e in result.all_events
+        if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key == asset_key
+    ]
+    return {k: v.value for k, v in events[-1].metadata.items()}

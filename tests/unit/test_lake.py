@@ -1,0 +1,39 @@
+"""The lake replaces exactly the partitions it is asked to, and nothing else."""
+
+import datetime as dt
+
+from cpa_resources import LakeResource
+
+SCHEMA = "id int, day date"
+
+
+def days(lake, spark):
+    frame = lake.read(spark, "gold", "t", spark.createDataFrame([], SCHEMA).schema, "day").toPandas()
+    return sorted(zip(frame.day.astype(str), frame.id))
+
+
+def test_replace_partitions_touches_only_the_given_keys(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    d1, d2, d3 = dt.date(2025, 8, 1), dt.date(2025, 8, 2), dt.date(2025, 8, 3)
+    lake.replace_partitions(spark.createDataFrame([(1, d1), (2, d2), (3, d3)], SCHEMA), "gold", "t", "day",
+                            ["2025-08-01", "2025-08-02", "2025-08-03"])
+
+    # d2 gets new rows, d3 is in range but has no rows any more, d1 is out of range.
+    lake.replace_partitions(spark.createDataFrame([(20, d2)], SCHEMA), "gold", "t", "day", ["2025-08-02", "2025-08-03"])
+
+    assert days(lake, spark) == [("2025-08-01", 1), ("2025-08-02", 20)]
+    assert not any(p.name.startswith(".") for p in (tmp_path / "gold" / "t").iterdir())
+
+
+def test_reading_missing_partitions_gives_an_empty_frame(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    schema = spark.createDataFrame([], SCHEMA).schema
+    assert lake.read(spark, "gold", "t", schema, "day", ["2025-08-01"]).count() == 0
+
+
+def test_event_files_skip_hidden_and_temporary_names(tmp_path):
+    stream = tmp_path / "landing" / "usage_events_stream"
+    stream.mkdir(parents=True)
+    for name in ("b.jsonl", "a.jsonl", ".c.jsonl", "_d.jsonl", "e.jsonl.tmp"):
+        (stream / name).write_text("")
+    assert [p.name for p in LakeResource(root=str(tmp_path)).event_files()] == ["a.jsonl", "b.jsonl"]
