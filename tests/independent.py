@@ -11,11 +11,23 @@ import pandas as pd
 UNIT_METRICS = ("requests", "cpu_hours", "storage_gb_hours")
 
 
-def _first_by_key(path: Path, key: str) -> dict[str, dict]:
+def _is_valid(row: dict, dates: tuple[str, ...]) -> bool:
+    """The contract rejects a CSV row whose date does not exist (e.g. 2025-02-30) in bronze."""
+    try:
+        for column in dates:
+            if row[column]:
+                dt.date.fromisoformat(row[column])
+    except ValueError:
+        return False
+    return True
+
+
+def _first_by_key(path: Path, key: str, dates: tuple[str, ...]) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     with path.open(newline="", encoding="utf-8-sig") as handle:
         for row in csv.DictReader(handle):
-            rows.setdefault(row[key], row)
+            if row[key] and _is_valid(row, dates):
+                rows.setdefault(row[key], row)
     return rows
 
 
@@ -51,8 +63,8 @@ def landing_events(landing: Path) -> list[dict]:
 
 def silver_events(landing: Path) -> pd.DataFrame:
     """Events that pass EV-02, EV-05, RI-01 and RI-02."""
-    orgs = _first_by_key(landing / "customers_orgs.csv", "org_id")
-    resources = _first_by_key(landing / "resources.csv", "resource_id")
+    orgs = _first_by_key(landing / "customers_orgs.csv", "org_id", ("signup_date",))
+    resources = _first_by_key(landing / "resources.csv", "resource_id", ("created_at",))
     kept = []
     for event in landing_events(landing):
         value = _number(event.get("value"))
