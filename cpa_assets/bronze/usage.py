@@ -243,6 +243,7 @@ def _count_lines(path: Path) -> int:
 
 
 @dg.multi_asset(
+    name="bronze_usage_events_ledger",
     specs=[
         dg.AssetSpec(
             REJECTS,
