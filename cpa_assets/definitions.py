@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cpa_assets.bronze.batch import bronze_csv_assets
+from cpa_assets.bronze.batch import bronze_csv_sources
 from cpa_assets.bronze.usage import bronze_usage_events, usage_events_ledger
 from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
 from cpa_assets.serving.tables import serving_assets
@@ -17,7 +17,7 @@ usage_pipeline_job = dg.define_asset_job(
 )
 
 ASSETS = [
-    *bronze_csv_assets,
+    bronze_csv_sources,
     bronze_usage_events,
     usage_events_ledger,
     silver_usage_events,

@@ -2,6 +2,7 @@
 partitions definition (what a UI backfill of everything does with single-run backfill policies)."""
 
 import argparse
+import threading
 import time
 
 import dagster as dg
@@ -33,6 +34,8 @@ def run_backfill(
         start, end = start or found[0], end or found[1]
     print(f"cpa backfill: event dates {start} … {end}, landing {lake.landing_dir()}", flush=True)
     began = time.perf_counter()
+    # The JVM starts while Dagster prepares the run; the first step then finds the session ready.
+    threading.Thread(target=defs.resources["spark"].session, daemon=True).start()
     result = defs.resolve_job_def("usage_pipeline").execute_in_process(
         instance=instance or dg.DagsterInstance.get(),
         tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},

@@ -2,6 +2,7 @@
 
 
 import csv
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,62 +199,26 @@ def rejects_key(source: CsvSource) -> dg.AssetKey:
     return dg.AssetKey(["bronze", f"{source.table}_rejects"])
 
 
-def build_bronze_csv_asset(source: CsvSource) -> dg.AssetsDefinition:
+def ingest_csv(source: CsvSource, spark: SparkSession, lake: LakeResource) -> list:
+    """Bronze for one landing CSV: its materialisations and check results, or MissingColumnError
+    before anything is written."""
+    path = lake.landing_dir() / source.file_name
+    if not path.exists():
+        raise MissingColumnError(f"{path}: landing file does not exist")
+    extra = check_header(source, path)
+    rows, rejects = split_rows(source, type_rows(source, read_csv_rows(spark, source, path)))
+    table_path = lake.write(rows, "bronze", source.table)
+    rejects_path = lake.write(rejects, "bronze", f"{source.table}_rejects")
+    written = spark.read.parquet(str(table_path))
+    rejected = spark.read.parquet(str(rejects_path))
+    n_rows = written.count()
+    reasons = {r[0]: r[1] for r in rejected.groupBy("reason").count().collect()}
+    n_duplicates = reasons.get("duplicate_key", 0)
+    n_rejects = sum(reasons.values()) - n_duplicates
+    landing_rows = count_rows(path)
     table_key, reject_key = bronze_key(source), rejects_key(source)
-
-    @dg.multi_asset(
-        name=f"bronze_{source.table}",
-        specs=[
-            dg.AssetSpec(
-                table_key,
-                group_name="bronze",
-                kinds={"spark", "parquet"},
-                description=f"`{source.file_name}` as a typed snapshot, one row per "
-                f"{' + '.join(source.key)} (the first row wins), with `source_file`, `row_no` and `ingest_ts`.",
-            ),
-            dg.AssetSpec(
-                reject_key,
-                group_name="bronze",
-                kinds={"spark", "parquet"},
-                description=f"Rows of `{source.file_name}` that bronze did not keep: the raw row and the reason "
-                "(`missing_key`, `bad_<type>:<column>`, `duplicate_key`).",
-            ),
-        ],
-        check_specs=[
-            schema_spec(table_key),
-            schema_spec(reject_key),
-            dg.AssetCheckSpec(
-                "conservation",
-                asset=table_key,
-                blocking=True,
-                description="Landing rows = bronze rows + rejects + duplicates.",
-            )
-        ],
-    )
-    def _asset(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
-        session = spark.session()
-        path = lake.landing_dir() / source.file_name
-        if not path.exists():
-            raise dg.Failure(f"landing file {path} does not exist")
-        try:
-            extra = check_header(source, path)
-        except MissingColumnError as exc:
-            raise dg.Failure(str(exc)) from exc
-        rows, rejects = split_rows(source, type_rows(source, read_csv_rows(session, source, path)))
-        table_path = lake.write(rows, "bronze", source.table)
-        rejects_path = lake.write(rejects, "bronze", f"{source.table}_rejects")
-        written = session.read.parquet(str(table_path))
-        rejected = session.read.parquet(str(rejects_path))
-        n_rows = written.count()
-        reasons = {r[0]: r[1] for r in rejected.groupBy("reason").count().collect()}
-        n_duplicates = reasons.get("duplicate_key", 0)
-        n_rejects = sum(reasons.values()) - n_duplicates
-        landing_rows = count_rows(path)
-        context.log.info(
-            f"bronze {source.table}: {landing_rows} landing rows = {n_rows} rows + {n_rejects} rejects"
-            f" + {n_duplicates} duplicates"
-        )
-        yield dg.MaterializeResult(
+    return [
+        dg.MaterializeResult(
             asset_key=table_key,
             metadata={
                 "dagster/row_count": n_rows,
@@ -264,24 +229,99 @@ def build_bronze_csv_asset(source: CsvSource) -> dg.AssetsDefinition:
                 "path": dg.MetadataValue.path(str(table_path)),
                 "preview": dg.MetadataValue.md(markdown_preview(written)),
             },
-        )
-        yield dg.MaterializeResult(
+        ),
+        dg.MaterializeResult(
             asset_key=reject_key,
-            metadata={"dagster/row_count": sum(reasons.values()), "by_reason": dg.MetadataValue.json(reasons),
-                      "path": dg.MetadataValue.path(str(rejects_path))},
-        )
-        yield spark_schema_result(source.pandera_schema, written, table_key)
-        yield spark_schema_result(BronzeCsvReject, rejected, reject_key)
-        yield equality_result(
+            metadata={
+                "dagster/row_count": sum(reasons.values()),
+                "by_reason": dg.MetadataValue.json(reasons),
+                "path": dg.MetadataValue.path(str(rejects_path)),
+            },
+        ),
+        spark_schema_result(source.pandera_schema, written, table_key),
+        spark_schema_result(BronzeCsvReject, rejected, reject_key),
+        equality_result(
             "conservation", table_key, {source.file_name: landing_rows},
             {source.file_name: n_rows + n_rejects + n_duplicates},
-        )
+        ),
+    ]
 
-    return _asset
+
+def _specs(source: CsvSource) -> list[dg.AssetSpec]:
+    return [
+        dg.AssetSpec(
+            bronze_key(source),
+            group_name="bronze",
+            kinds={"spark", "parquet"},
+            description=f"`{source.file_name}` as a typed snapshot, one row per {' + '.join(source.key)} "
+            "(the first row wins), with `source_file`, `row_no` and `ingest_ts`.",
+            skippable=True,
+        ),
+        dg.AssetSpec(
+            rejects_key(source),
+            group_name="bronze",
+            kinds={"spark", "parquet"},
+            description=f"Rows of `{source.file_name}` that bronze did not keep: the raw row and the reason "
+            "(`missing_key`, `bad_<type>:<column>`, `duplicate_key`).",
+            skippable=True,
+        ),
+    ]
+
+
+def _check_specs(source: CsvSource) -> list[dg.AssetCheckSpec]:
+    return [
+        schema_spec(bronze_key(source)),
+        schema_spec(rejects_key(source)),
+        dg.AssetCheckSpec(
+            "conservation",
+            asset=bronze_key(source),
+            blocking=True,
+            description="Landing rows = bronze rows + rejects + duplicates.",
+        ),
+    ]
+
+
+@dg.multi_asset(
+    name="bronze_csv_sources",
+    specs=[spec for source in CSV_SOURCES for spec in _specs(source)],
+    check_specs=[spec for source in CSV_SOURCES for spec in _check_specs(source)],
+    can_subset=True,
+)
+def bronze_csv_sources(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
+    """Bronze snapshots of the landing CSVs that this run selects, ingested side by side.
+
+    The files are small, so a step's time is Spark job latency; threads overlap it. A file with
+    a missing column fails the step after the other files are done, naming the file and column."""
+    selected = [s for s in CSV_SOURCES if {bronze_key(s), rejects_key(s)} & context.selected_asset_keys]
+    session = spark.session()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {source: pool.submit(ingest_csv, source, session, lake) for source in selected}
+    failures = []
+    for source, future in futures.items():
+        try:
+            results = future.result()
+        except MissingColumnError as exc:
+            failures.append(str(exc))
+            continue
+        for result in results:
+            key = result.asset_key
+            wanted = (
+                key in context.selected_asset_keys
+                if isinstance(result, dg.MaterializeResult)
+                else dg.AssetCheckKey(key, result.check_name) in context.selected_asset_check_keys
+            )
+            if wanted:
+                yield result
+        rows = results[0].metadata
+        context.log.info(
+            f"bronze {source.table}: {rows['landing_rows']} landing rows = {rows['dagster/row_count']} rows"
+            f" + {rows['rejected']} rejects + {rows['duplicates_dropped']} duplicates"
+        )
+    if failures:
+        raise dg.Failure("; ".join(failures))
 
 
 def read_bronze(spark: SparkSession, lake: LakeResource, table: str) -> DataFrame:
     return lake.read(spark, "bronze", table, SOURCES_BY_TABLE[table].schema)
 
 
-bronze_csv_assets = [build_bronze_csv_asset(source) for source in CSV_SOURCES]
