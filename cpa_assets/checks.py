@@ -35,6 +35,12 @@ def spark_schema_result(
         for name, column in schema.columns.items()
         if spark_types.get(name) != column.dtype.type
     ]
+    if schema.strict:
+        failures += [
+            {"column": name, "check": "column_in_schema", "expected": "absent", "found": str(dtype)}
+            for name, dtype in spark_types.items()
+            if name not in schema.columns
+        ]
     if not failures:
         rows = df.select(*schema.columns).toPandas()
         on_rows = pap.DataFrameSchema(

@@ -4,25 +4,29 @@ import dagster as dg
 
 from cpa_assets.bronze.batch import bronze_csv_sources
 from cpa_assets.bronze.usage import bronze_usage_events, usage_events_ledger
+from cpa_assets.gold.anomalies import cost_anomalies
+from cpa_assets.gold.batch import batch_gold_assets
+from cpa_assets.gold.genai import genai_tokens_by_org_date
 from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
+from cpa_assets.jobs import daily_batch_job, monthly_billing_job, usage_pipeline_job, usage_stream_job
+from cpa_assets.schedules import daily_batch_schedule, monthly_billing_schedule
+from cpa_assets.sensors import usage_events_sensor
 from cpa_assets.serving.tables import serving_assets
+from cpa_assets.silver.batch import silver_csv_sources
 from cpa_assets.silver.usage import silver_usage_events
 from cpa_resources import CassandraResource, LakeResource, SparkResource
 
-# Everything a usage date needs, from landing to Cassandra, plus the snapshots it joins with.
-usage_pipeline_job = dg.define_asset_job(
-    "usage_pipeline",
-    selection=dg.AssetSelection.all(),
-    description="Landing → bronze → silver → gold → Cassandra for a range of event dates.",
-)
-
 ASSETS = [
     bronze_csv_sources,
+    silver_csv_sources,
     bronze_usage_events,
     usage_events_ledger,
     silver_usage_events,
     org_daily_usage_by_service,
     org_top_services_14d,
+    genai_tokens_by_org_date,
+    cost_anomalies,
+    *batch_gold_assets,
     *serving_assets,
 ]
 
@@ -35,7 +39,9 @@ def build_definitions(
     """The code location; resources default to their environment configuration."""
     return dg.Definitions(
         assets=ASSETS,
-        jobs=[usage_pipeline_job],
+        jobs=[usage_pipeline_job, usage_stream_job, daily_batch_job, monthly_billing_job],
+        sensors=[usage_events_sensor],
+        schedules=[daily_batch_schedule, monthly_billing_schedule],
         resources={
             "spark": spark or SparkResource.from_env(),
             "lake": lake or LakeResource.from_env(),

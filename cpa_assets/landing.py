@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import json
 from pathlib import Path
+
+import dagster as dg
 
 from cpa_assets.partitions import event_date_partitions
 
@@ -24,3 +28,22 @@ def event_dates(path: Path) -> set[str]:
             if day and first <= day <= last:
                 dates.add(day)
     return dates
+
+
+def csv_partition_range(path: Path, column: str, partitions: dg.TimeWindowPartitionsDefinition) -> tuple[str, str] | None:
+    """The first and last partition keys that the valid dates of a CSV column fall in."""
+    if not path.exists():
+        return None
+    keys = set(partitions.get_partition_keys())
+    found: set[str] = set()
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                day = dt.date.fromisoformat((row.get(column) or "").strip()[:10])
+            except ValueError:
+                continue
+            stamp = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+            key = partitions.get_partition_key_for_timestamp(stamp.timestamp())
+            if key in keys:
+                found.add(key)
+    return (min(found), max(found)) if found else None

@@ -24,6 +24,13 @@ top_services_window = dg.TimeWindowPartitionMapping(
     start_offset=-(TOP_SERVICES_WINDOW_DAYS - 1), end_offset=0, allow_nonexistent_upstream_partitions=True
 )
 
+# Cost anomalies of day D are judged against the 28 days before it: four weeks hold every weekday
+# four times and still follow a level that drifts over a quarter (see gold/anomalies.py).
+ANOMALY_BASELINE_DAYS = 28
+anomaly_baseline_window = dg.TimeWindowPartitionMapping(
+    start_offset=-ANOMALY_BASELINE_DAYS, end_offset=0, allow_nonexistent_upstream_partitions=True
+)
+
 # One run (one SparkSession) materialises a whole partition range: the per-partition overhead of
 # Spark jobs and Dagster steps would otherwise dominate the backfill.
 single_run = dg.BackfillPolicy.single_run()

@@ -1,5 +1,5 @@
-"""`cpa backfill`: materialise every asset for every event date in landing, as one run per
-partitions definition (what a UI backfill of everything does with single-run backfill policies)."""
+"""`cpa backfill`: materialise every asset for every partition the landing data holds, one run per
+partitioning (what a UI backfill of everything does with single-run backfill policies)."""
 
 import argparse
 import threading
@@ -8,7 +8,9 @@ import time
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from cpa_assets.landing import event_dates
+from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_partitions
+from cpa_assets.jobs import BILLING_MARTS, TICKET_MARTS
+from cpa_assets.landing import csv_partition_range, event_dates
 from cpa_resources import LakeResource
 
 
@@ -19,52 +21,79 @@ def landing_date_range(lake: LakeResource) -> tuple[str, str] | None:
     return (min(dates), max(dates)) if dates else None
 
 
+def layer_seconds(results: list[dg.ExecuteInProcessResult]) -> dict[str, float]:
+    """Time spent in the steps of each layer (bronze, silver, gold, cassandra)."""
+    seconds: dict[str, float] = {}
+    for result in results:
+        for event in result.all_events:
+            if event.event_type_value == "STEP_SUCCESS":
+                layer = event.step_key.split("_")[0]
+                seconds[layer] = seconds.get(layer, 0.0) + event.event_specific_data.duration_ms / 1000
+    return seconds
+
+
+def failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [
+        e.asset_check_evaluation_data.asset_check_key.to_user_string()
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    ]
+
+
+def run_range(defs, job: str, start: str, end: str, instance, selection=None) -> dg.ExecuteInProcessResult:
+    """One run of a job over a partition range, logging one line per asset."""
+    job_def = defs.resolve_job_def(job)
+    keys = selection.resolve(defs.resolve_asset_graph()) if selection is not None else None
+    return job_def.execute_in_process(
+        instance=instance,
+        tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
+        asset_selection=list(keys) if keys else None,
+        # Each asset logs one line of progress at INFO; Dagster's own event chatter is DEBUG.
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        raise_on_error=False,
+    )
+
+
 def run_backfill(
     defs: dg.Definitions,
     start: str | None = None,
     end: str | None = None,
     instance: dg.DagsterInstance | None = None,
-) -> dg.ExecuteInProcessResult:
-    """Materialise the usage pipeline over [start, end] (default: the dates found in landing)."""
+) -> list[dg.ExecuteInProcessResult]:
+    """Event dates [start, end] (default: those found in landing), then every ticket day and billing
+    month the CSVs hold. Returns the runs; the first one carries the CSV snapshots."""
     lake: LakeResource = defs.resources["lake"]
+    instance = instance or dg.DagsterInstance.get()
     if start is None or end is None:
         found = landing_date_range(lake)
         if found is None:
             raise SystemExit(f"no usage events in {lake.events_dir()}: run `cpa generate` or set CPA_LANDING_DIR")
         start, end = start or found[0], end or found[1]
-    print(f"cpa backfill: event dates {start} … {end}, landing {lake.landing_dir()}", flush=True)
     began = time.perf_counter()
     # The JVM starts while Dagster prepares the run; the first step then finds the session ready.
     threading.Thread(target=defs.resources["spark"].session, daemon=True).start()
-    result = defs.resolve_job_def("usage_pipeline").execute_in_process(
-        instance=instance or dg.DagsterInstance.get(),
-        tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
-        # Each asset logs one line of progress at INFO; Dagster's own event chatter is DEBUG.
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        raise_on_error=False,
-    )
+    plan = [("usage_pipeline", (start, end), None, f"event dates {start} … {end}")]
+    for job, file_name, column, partitions, selection, what in (
+        ("daily_batch", "support_tickets.csv", "created_at", ticket_date_partitions, TICKET_MARTS, "ticket days"),
+        ("monthly_billing", "billing_monthly.csv", "month", billing_month_partitions, BILLING_MARTS, "billing months"),
+    ):
+        found = csv_partition_range(lake.landing_dir() / file_name, column, partitions)
+        if found:
+            plan.append((job, found, selection, f"{what} {found[0]} … {found[1]}"))
+    results = []
+    for job, (first, last), selection, what in plan:
+        print(f"cpa backfill: {job}, {what}, landing {lake.landing_dir()}", flush=True)
+        result = run_range(defs, job, first, last, instance, selection)
+        results.append(result)
+        for check in failed_checks(result):
+            print(f"  failed check: {check}", flush=True)
+        if not result.success:
+            break
     seconds = time.perf_counter() - began
-    print("cpa backfill: seconds per layer " + ", ".join(f"{k} {v:.1f}" for k, v in layer_seconds(result).items()))
-    failed_checks = [
-        e.asset_check_evaluation_data.asset_check_key.to_user_string()
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
-    ]
-    status = "succeeded" if result.success and not failed_checks else "FAILED"
-    print(f"cpa backfill: {status} in {seconds:.1f}s (run {result.run_id})", flush=True)
-    for check in failed_checks:
-        print(f"  failed check: {check}", flush=True)
-    return result
-
-
-def layer_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
-    """Time spent in the steps of each layer (bronze, silver, gold, cassandra)."""
-    seconds: dict[str, float] = {}
-    for event in result.all_events:
-        if event.event_type_value == "STEP_SUCCESS":
-            layer = event.step_key.split("_")[0]
-            seconds[layer] = seconds.get(layer, 0.0) + event.event_specific_data.duration_ms / 1000
-    return seconds
+    ok = all(r.success and not failed_checks(r) for r in results) and len(results) == len(plan)
+    print("cpa backfill: seconds per layer " + ", ".join(f"{k} {v:.1f}" for k, v in layer_seconds(results).items()))
+    print(f"cpa backfill: {'succeeded' if ok else 'FAILED'} in {seconds:.1f}s ({len(results)} runs)", flush=True)
+    return results
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,5 +104,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cpa_assets.definitions import defs
 
-    result = run_backfill(defs, args.start, args.end)
-    return 0 if result.success else 1
+    results = run_backfill(defs, args.start, args.end)
+    return 0 if all(r.success and not failed_checks(r) for r in results) else 1

@@ -20,7 +20,7 @@ def _cassandra(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cpa_cli import ask, backfill, generate
+    from cpa_cli import ask, backfill, evaluate, generate, replay
 
     parser = argparse.ArgumentParser(prog="cpa", description="Cloud Provider Analytics pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     back = commands.add_parser("backfill", help="materialise every asset for every event date in landing")
     backfill.add_arguments(back)
     back.set_defaults(handler=backfill.run)
+
+    judge = commands.add_parser("evaluate", help="measure the cost-anomaly detectors on generated labelled spikes")
+    evaluate.add_arguments(judge)
+    judge.set_defaults(handler=evaluate.run)
+
+    deliver = commands.add_parser("replay", help="deliver event files one by one, atomically, at a given rate")
+    replay.add_arguments(deliver)
+    deliver.set_defaults(handler=replay.run)
 
     question = commands.add_parser("ask", help="answer a serving question from Cassandra")
     ask.add_arguments(question)

@@ -38,11 +38,20 @@ def fresh_keyspace(name: str):
     resource.session().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
 
 
+class Runs:
+    """The runs of one `cpa backfill`, read as one: all succeeded, and their events in order."""
+
+    def __init__(self, results):
+        self.results = results
+        self.success = bool(results) and all(r.success for r in results)
+        self.all_events = [e for r in results for e in r.all_events]
+
+
 def run_pipeline(landing: Path, lake_dir: Path, cassandra: CassandraResource, start=None, end=None):
     """Run `cpa backfill` over a landing folder into the given lake and keyspace."""
     lake = LakeResource(root=str(lake_dir), landing=str(landing))
     defs = build_definitions(lake=lake, cassandra=cassandra)
-    return run_backfill(defs, start, end, instance=dg.DagsterInstance.ephemeral()), lake
+    return Runs(run_backfill(defs, start, end, instance=dg.DagsterInstance.ephemeral())), lake
 
 
 @pytest.fixture

@@ -125,9 +125,9 @@ def _is_bad_number(raw: str, dtype: T.DataType) -> F.Column:
 
 def parse_events(lines: DataFrame, first_date: str, last_date: str) -> DataFrame:
     """Parse and type each line; `reason` is null for a usable event and names the defect otherwise."""
-    parsed = lines.withColumn(
-        "j", F.from_json("raw_line", RAW_SCHEMA, {"columnNameOfCorruptRecord": "_corrupt"})
-    )
+    # Spark's JSON reader accepts single-quoted strings by default; a line like that is not JSON.
+    options = {"columnNameOfCorruptRecord": "_corrupt", "allowSingleQuotes": "false"}
+    parsed = lines.withColumn("j", F.from_json("raw_line", RAW_SCHEMA, options))
     bad_numbers = F.concat_ws(
         ",", *[F.when(_is_bad_number(name, dtype), F.lit(name)) for name, dtype in NUMBER_FIELDS.items()]
     )

@@ -20,6 +20,10 @@ from cassandra.util import Date
 from pyspark.sql.types import StructType
 
 from cpa_assets.checks import pandas_schema_result, schema_spec
+from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_partitions
+from cpa_assets.gold.batch import REVENUE_BY_MONTH, REVENUE_SCHEMA, TICKETS_BY_DATE, TICKETS_SCHEMA
+from cpa_assets.gold.anomalies import COST_ANOMALIES, COST_ANOMALIES_SCHEMA
+from cpa_assets.gold.genai import GENAI_TOKENS, GENAI_TOKENS_SCHEMA
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, TOP_SERVICES, TOP_SERVICES_SCHEMA
 from cpa_assets.partitions import event_date_partitions, single_run
 from cpa_resources import CassandraResource, LakeResource, SparkResource
@@ -42,6 +46,8 @@ class ServingTable:
     clustering: tuple[str, ...]
     partitions_def: dg.PartitionsDefinition
     question: str
+    # Only gold rows matching this SQL condition are served (e.g. the flagged ones for P6).
+    served_rows: str = ""
 
     @property
     def key(self) -> dg.AssetKey:
@@ -88,6 +94,47 @@ SERVING_TABLES = (
         clustering=("rank",),
         partitions_def=event_date_partitions,
         question="P2: the N services of an org with the highest cost over the 14 days ending on a date",
+    ),
+    ServingTable(
+        name="tickets_by_org_date",
+        gold=TICKETS_BY_DATE,
+        gold_schema=TICKETS_SCHEMA,
+        date_column="ticket_date",
+        partition_key=("org_id",),
+        clustering=("ticket_date",),
+        partitions_def=ticket_date_partitions,
+        question="P3: an org's daily tickets, critical tickets and SLA-breach rate over the last 30 days",
+    ),
+    ServingTable(
+        name="revenue_by_org_month",
+        gold=REVENUE_BY_MONTH,
+        gold_schema=REVENUE_SCHEMA,
+        date_column="month",
+        partition_key=("org_id",),
+        clustering=("month",),
+        partitions_def=billing_month_partitions,
+        question="P4: an org's monthly revenue with credits and taxes, in USD",
+    ),
+    ServingTable(
+        name="genai_tokens_by_org_date",
+        gold=GENAI_TOKENS,
+        gold_schema=GENAI_TOKENS_SCHEMA,
+        date_column="usage_date",
+        partition_key=("org_id",),
+        clustering=("usage_date",),
+        partitions_def=event_date_partitions,
+        question="P5: an org's daily GenAI tokens and their estimated cost",
+    ),
+    ServingTable(
+        name="cost_anomalies_by_date",
+        gold=COST_ANOMALIES,
+        gold_schema=COST_ANOMALIES_SCHEMA,
+        date_column="usage_date",
+        partition_key=("usage_date",),
+        clustering=("org_id", "service"),
+        partitions_def=event_date_partitions,
+        question="P6: the cost anomalies of a day",
+        served_rows="is_anomaly_zscore OR is_anomaly_mad OR is_anomaly_p99",
     ),
 )
 
@@ -206,7 +253,8 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         keys = context.partition_keys
         dates = [dt.date.fromisoformat(k) for k in keys]
         gold_table = table.gold.path[-1]
-        gold = lake.read(spark.session(), "gold", gold_table, table.gold_schema, table.date_column, keys).toPandas()
+        gold = lake.read(spark.session(), "gold", gold_table, table.gold_schema, table.date_column, keys)
+        gold = (gold.where(table.served_rows) if table.served_rows else gold).toPandas()
         session = cassandra.session()
         cassandra.apply_cql(table.name)
         started = time.perf_counter()

@@ -7,8 +7,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from cpa_assets.bronze.batch import CSV_SOURCES
+from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
+from cpa_assets.serving.tables import SERVING_TABLES
 from tests.cassandra_tables import assert_same_rows, read_table
 from tests.conftest import REAL_LANDING, failed_checks, fresh_keyspace, latest_metadata, run_pipeline
+from tests.independent_batch import p3_tickets_by_org_date, p4_revenue_by_org_month
+from tests.independent_genai import p5_genai_tokens
 from tests.independent import landing_events, p1_daily_usage, p2_top_services, silver_events
 
 pytestmark = [
@@ -38,6 +43,38 @@ def test_p1_and_p2_equal_an_independent_computation(backfilled, cassandra):
     first, last = daily.usage_date.min(), daily.usage_date.max()
     top = p2_top_services(daily, first, last)
     assert_same_rows(read_table(cassandra, "org_top_services_14d"), top, ["org_id", "as_of_date", "rank"])
+
+
+def test_p5_equals_an_independent_computation(backfilled, cassandra):
+    expected = p5_genai_tokens(REAL_LANDING)
+    assert len(expected) > 0
+    assert_same_rows(read_table(cassandra, "genai_tokens_by_org_date"), expected, ["org_id", "usage_date"])
+
+
+def test_p6_serves_exactly_the_flagged_gold_rows(backfilled, cassandra, spark):
+    _, lake = backfilled
+    gold = lake.read(spark, "gold", "cost_anomalies", COST_ANOMALIES_SCHEMA, "usage_date").toPandas()
+    flagged = gold[gold.is_anomaly_zscore | gold.is_anomaly_mad | gold.is_anomaly_p99]
+    served = read_table(cassandra, "cost_anomalies_by_date")
+    assert len(flagged) > 0
+    assert_same_rows(served, flagged[served.columns], ["usage_date", "org_id", "service"])
+
+
+def test_p3_and_p4_equal_an_independent_computation(backfilled, cassandra):
+    tickets = p3_tickets_by_org_date(REAL_LANDING)
+    revenue = p4_revenue_by_org_month(REAL_LANDING)
+    assert len(tickets) > 0 and len(revenue) > 0
+    assert_same_rows(read_table(cassandra, "tickets_by_org_date"), tickets, ["org_id", "ticket_date"])
+    assert_same_rows(read_table(cassandra, "revenue_by_org_month"), revenue, ["org_id", "month"])
+
+
+def test_every_csv_row_reaches_bronze(backfilled, spark):
+    _, lake = backfilled
+    for source in CSV_SOURCES:
+        landing_rows = len(pd.read_csv(REAL_LANDING / source.file_name, dtype=str, keep_default_na=False))
+        bronze = spark.read.parquet(str(lake.path("bronze", source.table))).count()
+        rejects = spark.read.parquet(str(lake.path("bronze", f"{source.table}_rejects"))).count()
+        assert (bronze, rejects) == (landing_rows, 0), source.table
 
 
 def test_bronze_holds_every_landing_event_once_and_silver_conserves_each_date(backfilled, spark):
@@ -77,9 +114,9 @@ def _snapshot(lake, spark, cassandra) -> dict[str, pd.DataFrame]:
         for folder in sorted(lake.path(layer, "x").parent.iterdir()):
             frame = spark.read.parquet(str(folder)).toPandas()
             tables[f"{layer}/{folder.name}"] = frame.sort_values(list(frame.columns)[:3]).reset_index(drop=True)
-    for table in ("org_daily_usage_by_service", "org_top_services_14d"):
-        frame = read_table(cassandra, table)
-        tables[f"cassandra/{table}"] = frame.sort_values(list(frame.columns)[:3]).reset_index(drop=True)
+    for table in SERVING_TABLES:
+        frame = read_table(cassandra, table.name)
+        tables[f"cassandra/{table.name}"] = frame.sort_values(list(frame.columns)[:3]).reset_index(drop=True)
     return tables
 
 

@@ -12,6 +12,7 @@ from cpa_cli.generate import generate
 from tests.cassandra_tables import assert_same_rows, read_table
 from tests.conftest import failed_checks, latest_metadata
 from tests.independent import p1_daily_usage, p2_top_services
+from tests.independent_genai import p5_genai_tokens
 
 pytestmark = pytest.mark.integration
 
@@ -45,6 +46,8 @@ def test_defective_landing_is_served_exactly(pipeline, landing, cassandra, spark
     assert_same_rows(read_table(cassandra, "org_daily_usage_by_service"), daily, ["org_id", "usage_date", "service"])
     top = p2_top_services(daily, daily.usage_date.min(), daily.usage_date.max())
     assert_same_rows(read_table(cassandra, "org_top_services_14d"), top, ["org_id", "as_of_date", "rank"])
+    genai = p5_genai_tokens(landing)
+    assert_same_rows(read_table(cassandra, "genai_tokens_by_org_date"), genai, ["org_id", "usage_date"])
 
 
 def test_rematerialising_a_date_replaces_exactly_that_date(pipeline, landing, cassandra, tmp_path):

@@ -103,3 +103,9 @@ def test_every_line_is_accounted_for(spark, tmp_path):
     events, rejects, duplicates = split(spark, [write(tmp_path, "a.jsonl", lines)])
     non_blank = sum(1 for line in lines if line != "")
     assert len(events) + len(rejects) + len(duplicates) == non_blank
+
+
+def test_single_quoted_lines_are_not_json(spark, tmp_path):
+    line = str(event("e1"))  # a Python repr: single quotes, None
+    _, rejects, _ = split(spark, [write(tmp_path, "a.jsonl", [line])])
+    assert list(rejects.reason) == ["malformed_json"]

@@ -1,0 +1,93 @@
+"""Gold GenAI mart: an org's daily GenAI tokens, their cost and the events that carried them (P5)."""
+
+
+import dagster as dg
+import pandera.pyspark as pa
+import pyspark.sql.types as T
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from cpa_assets.checks import schema_spec, spark_schema_result
+from cpa_assets.partitions import event_date_partitions, single_run
+from cpa_assets.preview import markdown_preview
+from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
+from cpa_resources import LakeResource, SparkResource
+
+GENAI_TOKENS = dg.AssetKey(["gold", "genai_tokens_by_org_date"])
+GENAI_SERVICE = "genai"
+
+GENAI_TOKENS_SCHEMA = T.StructType(
+    [
+        T.StructField("org_id", T.StringType(), False),
+        T.StructField("genai_tokens", T.LongType(), False),
+        T.StructField("genai_cost_usd", T.DoubleType(), False),
+        T.StructField("genai_events", T.IntegerType(), False),
+        T.StructField("usage_date", T.DateType(), False),
+    ]
+)
+
+
+class GenaiTokens(pa.DataFrameModel):
+    org_id: T.StringType() = pa.Field(nullable=False)
+    usage_date: T.DateType() = pa.Field(nullable=False)
+    genai_tokens: T.LongType() = pa.Field(nullable=False, ge=0)
+    genai_cost_usd: T.DoubleType() = pa.Field(nullable=False)
+    genai_events: T.IntegerType() = pa.Field(nullable=False, ge=0)
+
+
+def daily_genai_usage(silver: DataFrame) -> DataFrame:
+    """Sum the silver events of the `genai` service per org × usage_date.
+
+    Only events whose service is `genai` count, whatever their schema version: their tokens make
+    `genai_tokens`, their cost (every metric, null as 0) makes `genai_cost_usd`, and those with
+    tokens > 0 make `genai_events`. Tokens reported on another service (EV-06, flagged
+    `genai_tokens_unexpected` in silver) are not GenAI usage and stay out; they remain visible in
+    the daily usage mart of their own service. So this mart equals the `genai` rows of
+    `org_daily_usage_by_service` for tokens and cost, and an org without GenAI events has no row."""
+    genai = silver.where(F.col("service") == GENAI_SERVICE)
+    return (
+        genai.groupBy("org_id", F.col("event_date").alias("usage_date"))
+        .agg(
+            F.coalesce(F.sum("genai_tokens"), F.lit(0)).cast("long").alias("genai_tokens"),
+            F.coalesce(F.sum("cost_usd_increment"), F.lit(0.0)).alias("genai_cost_usd"),
+            F.count(F.when(F.col("genai_tokens") > 0, True)).cast("int").alias("genai_events"),
+        )
+        .select(*GENAI_TOKENS_SCHEMA.fieldNames())
+    )
+
+
+@dg.asset(
+    key=GENAI_TOKENS,
+    deps=[SILVER_EVENTS],
+    partitions_def=event_date_partitions,
+    backfill_policy=single_run,
+    group_name="gold",
+    kinds={"spark", "parquet"},
+    check_specs=[schema_spec(GENAI_TOKENS)],
+)
+def genai_tokens_by_org_date(
+    context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource
+) -> dg.MaterializeResult:
+    """GenAI usage per org × usage_date (P5): genai_tokens, genai_cost_usd (estimated from the
+    cost increments of `genai` events) and genai_events (events with genai_tokens > 0).
+
+    Only events of the `genai` service count; tokens flagged on other services (EV-06) do not."""
+    dates = context.partition_keys
+    session = spark.session()
+    silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
+    path = lake.replace_partitions(
+        daily_genai_usage(silver), "gold", "genai_tokens_by_org_date", "usage_date", dates
+    )
+    written = lake.read(session, "gold", "genai_tokens_by_org_date", GENAI_TOKENS_SCHEMA, "usage_date", dates).cache()
+    rows = written.count()
+    result = dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "partitions": len(dates),
+            "path": dg.MetadataValue.path(str(path)),
+            "preview": dg.MetadataValue.md(markdown_preview(written)),
+        },
+        check_results=[spark_schema_result(GenaiTokens, written, GENAI_TOKENS)],
+    )
+    written.unpersist()
+    return result

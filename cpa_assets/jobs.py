@@ -1,0 +1,49 @@
+"""Jobs: one per partitioning of the graph, each a selection of assets run in a single run."""
+
+import dagster as dg
+
+from cpa_assets.gold.batch import REVENUE_BY_MONTH, TICKETS_BY_DATE
+
+TICKET_MARTS = dg.AssetSelection.assets(TICKETS_BY_DATE).downstream()
+BILLING_MARTS = dg.AssetSelection.assets(REVENUE_BY_MONTH).downstream()
+
+
+def snapshots(*tables: str) -> dg.AssetSelection:
+    """Bronze and silver (with their rejects and quarantine) of the given landing CSVs."""
+    return dg.AssetSelection.assets(
+        *[dg.AssetKey([layer, f"{table}{suffix}"]) for table in tables for layer, suffix in
+          (("bronze", ""), ("bronze", "_rejects"), ("silver", ""), ("silver", "_quarantine"))]
+    )
+
+
+DAILY_SOURCES = ("customers_orgs", "users", "resources", "support_tickets", "marketing_touches", "nps_surveys")
+
+# Everything a range of event dates needs, from landing to Cassandra, plus every CSV snapshot.
+usage_pipeline_job = dg.define_asset_job(
+    "usage_pipeline",
+    selection=dg.AssetSelection.all() - TICKET_MARTS - BILLING_MARTS,
+    description="Landing → bronze → silver → gold → Cassandra for a range of event dates, with the CSV snapshots.",
+)
+# The daily CSV batch and the ticket marts, over a range of ticket days.
+daily_batch_job = dg.define_asset_job(
+    "daily_batch",
+    selection=snapshots(*DAILY_SOURCES) | TICKET_MARTS,
+    description="Customers, users, resources, tickets, marketing and NPS → bronze → silver; tickets_by_org_date → Cassandra.",
+)
+# The monthly billing batch and the revenue marts, over a range of billing months.
+monthly_billing_job = dg.define_asset_job(
+    "monthly_billing",
+    selection=snapshots("billing_monthly") | BILLING_MARTS,
+    description="billing_monthly → bronze → silver; revenue_by_org_month → Cassandra.",
+)
+
+ALL_SOURCES = (*DAILY_SOURCES, "billing_monthly")
+
+# What a new usage-events file changes: bronze events and the ledger, then every usage mart and
+# table. The CSV snapshots it joins with are left as the batch schedules keep them.
+usage_stream_job = dg.define_asset_job(
+    "usage_stream",
+    selection=dg.AssetSelection.all() - snapshots(*ALL_SOURCES) - TICKET_MARTS - BILLING_MARTS,
+    description="A range of event dates from landing events to Cassandra, without the CSV snapshots (run by the sensor).",
+    tags={"cpa/lake": "usage"},
+)

@@ -1,0 +1,68 @@
+"""The usage-events sensor as a pure function of (cursor, listing): each file planned exactly once."""
+
+import json
+
+import dagster as dg
+
+from cpa_assets.definitions import build_definitions
+from cpa_assets.sensors import DOWNSTREAM_DAYS, Delivered, plan_stream_run, usage_events_sensor
+from cpa_resources import LakeResource
+
+START, END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+DATES = {"a.jsonl": {"2025-07-10", "2025-07-20"}, "b.jsonl": {"2025-07-01"}, "c.jsonl": {"2025-09-30"}, "e.jsonl": set()}
+
+
+def plan(cursor, *files):
+    return plan_stream_run(cursor, list(files), DATES.__getitem__)
+
+
+def test_first_file_plans_its_dates_and_the_windows_that_read_them():
+    request, cursor = plan(None, Delivered("a.jsonl", 10, 1))
+    # The last date seen caps the range: later windows have no data yet.
+    assert (request.tags[START], request.tags[END]) == ("2025-07-10", "2025-07-20")
+    assert json.loads(cursor) == {"files": {"a.jsonl": [10, 1]}, "last_date": "2025-07-20"}
+
+
+def test_same_listing_again_plans_nothing():
+    _, cursor = plan(None, Delivered("a.jsonl", 10, 1))
+    request, again = plan(cursor, Delivered("a.jsonl", 10, 1))
+    assert request is None and json.loads(again) == json.loads(cursor)
+
+
+def test_a_late_file_updates_its_old_dates_and_the_windows_after_them():
+    _, cursor = plan(None, Delivered("a.jsonl", 10, 1))
+    request, _ = plan(cursor, Delivered("a.jsonl", 10, 1), Delivered("b.jsonl", 5, 2))
+    assert (request.tags[START], request.tags[END]) == ("2025-07-01", "2025-07-20")
+    assert request.tags["cpa/files"] == "b.jsonl"
+
+
+def test_a_file_bringing_a_new_date_extends_the_range():
+    _, cursor = plan(None, Delivered("a.jsonl", 10, 1))
+    request, cursor = plan(cursor, Delivered("a.jsonl", 10, 1), Delivered("c.jsonl", 5, 3))
+    assert (request.tags[START], request.tags[END]) == ("2025-09-30", "2025-09-30")
+    assert json.loads(cursor)["last_date"] == "2025-09-30"
+    assert DOWNSTREAM_DAYS == 28
+
+
+def test_a_rewritten_file_is_planned_again_and_an_undatable_one_updates_the_ledger():
+    _, cursor = plan(None, Delivered("a.jsonl", 10, 1))
+    rewritten, cursor = plan(cursor, Delivered("a.jsonl", 12, 9))
+    assert rewritten is not None and rewritten.run_key
+    empty, _ = plan(cursor, Delivered("a.jsonl", 12, 9), Delivered("e.jsonl", 0, 4))
+    assert START not in empty.tags
+    assert {k.path[-1] for k in empty.asset_selection} == {"usage_events_rejects", "usage_events_duplicates", "usage_events_file_counts"}
+
+
+def test_sensor_reads_the_folder_and_keeps_its_cursor(tmp_path):
+    stream = tmp_path / "landing" / "usage_events_stream"
+    stream.mkdir(parents=True)
+    (stream / "f1.jsonl").write_text('{"event_id": "e1", "timestamp": "2025-08-01T10:00:00Z"}\n')
+    (stream / ".f2.jsonl.tmp").write_text('{"event_id": "e2", "timestamp": "2025-08-02T10:00:00Z"}\n')
+    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
+    instance = dg.DagsterInstance.ephemeral()
+    context = dg.build_sensor_context(instance=instance, resources={"lake": lake}, definitions=build_definitions(lake=lake))
+    result = usage_events_sensor(context)
+    assert len(result.run_requests) == 1
+    assert result.run_requests[0].tags[START] == result.run_requests[0].tags[END] == "2025-08-01"
+    again = usage_events_sensor(dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=result.cursor))
+    assert again.run_requests == []
