@@ -2,7 +2,6 @@
 
 
 import csv
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pandera.pyspark as pa
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
 from cpa_assets.preview import markdown_preview
+from cpa_assets.subsets import selected_results, side_by_side
 from cpa_resources import LakeResource, SparkResource
 
 TYPES = {
@@ -293,25 +293,14 @@ def bronze_csv_sources(context: dg.AssetExecutionContext, spark: SparkResource, 
     The files are small, so a step's time is Spark job latency; threads overlap it. A file with
     a missing column fails the step after the other files are done, naming the file and column."""
     selected = [s for s in CSV_SOURCES if {bronze_key(s), rejects_key(s)} & context.selected_asset_keys]
-    session = spark.session()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = {source: pool.submit(ingest_csv, source, session, lake) for source in selected}
     failures = []
-    for source, future in futures.items():
+    for source, future in side_by_side(selected, ingest_csv, spark.session(), lake):
         try:
             results = future.result()
         except MissingColumnError as exc:
             failures.append(str(exc))
             continue
-        for result in results:
-            key = result.asset_key
-            wanted = (
-                key in context.selected_asset_keys
-                if isinstance(result, dg.MaterializeResult)
-                else dg.AssetCheckKey(key, result.check_name) in context.selected_asset_check_keys
-            )
-            if wanted:
-                yield result
+        yield from selected_results(context, results)
         rows = results[0].metadata
         context.log.info(
             f"bronze {source.table}: {rows['landing_rows']} landing rows = {rows['dagster/row_count']} rows"

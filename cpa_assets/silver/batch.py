@@ -4,7 +4,6 @@ TK-*, DM-* rules. Every bronze row lands either in silver (with `dq_flags`) or i
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -16,6 +15,7 @@ from pyspark.sql import functions as F
 from cpa_assets.bronze.batch import SOURCES_BY_TABLE, CsvSource, bronze_key, read_bronze
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
 from cpa_assets.preview import markdown_preview
+from cpa_assets.subsets import selected_results, side_by_side
 from cpa_cli.generate import DOCUMENTED_VALUES
 from cpa_resources import LakeResource, SparkResource
 
@@ -381,20 +381,9 @@ def silver_csv_sources(context: dg.AssetExecutionContext, spark: SparkResource, 
 
     The tables are small, so a step's time is Spark job latency; threads overlap it."""
     selected = [t for t in SILVER_TABLES if {t.silver_key, t.quarantine_key} & context.selected_asset_keys]
-    session = spark.session()
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [(table, pool.submit(conform_table, table, session, lake)) for table in selected]
-    for table, future in futures:
+    for table, future in side_by_side(selected, conform_table, spark.session(), lake):
         results = future.result()
-        for result in results:
-            key = result.asset_key
-            wanted = (
-                key in context.selected_asset_keys
-                if isinstance(result, dg.MaterializeResult)
-                else dg.AssetCheckKey(key, result.check_name) in context.selected_asset_check_keys
-            )
-            if wanted:
-                yield result
+        yield from selected_results(context, results)
         rows = results[0].metadata
         context.log.info(
             f"silver {table.table}: {rows['rows_in']} bronze = {rows['dagster/row_count']} silver"
