@@ -1,6 +1,7 @@
 """Files delivered one at a time through the sensor end in the same Cassandra tables as a backfill."""
 
 import datetime as dt
+import json
 import shutil
 
 import dagster as dg
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 
 from cpa_assets.definitions import build_definitions
+from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
 from cpa_assets.jobs import ALL_SOURCES, snapshots
 from cpa_assets.sensors import usage_events_sensor
 from cpa_cli.generate import generate
@@ -29,7 +31,28 @@ def _tables(cassandra) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandra, cassandra_server):
+def _late_events(stream, org: str, service: str, day: dt.date) -> str:
+    """Five extra requests of 50 USD for an org × service on one old day, on one of its own resources."""
+    for path in sorted(stream.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("org_id") == org and event.get("service") == service and event.get("resource_id"):
+                break
+        else:
+            continue
+        break
+    lines = []
+    for n in range(5):
+        late = {**event, "event_id": f"evt_late{n:08d}", "timestamp": f"{day.isoformat()}T10:0{n}:00Z",
+                "metric": "requests", "value": 1.0, "unit": "count", "cost_usd_increment": 50.0}
+        lines.append(json.dumps(late))
+    return "\n".join(lines) + "\n"
+
+
+def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandra, spark):
     produced = tmp_path / "produced"
     generate(produced, scale=1, seed=3, start=dt.date(2025, 7, 3), days=20)
     files = sorted((produced / "usage_events_stream").glob("*.jsonl"))[:4]
@@ -45,27 +68,50 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
     snapshot_keys = list(snapshots(*ALL_SOURCES).resolve(defs.resolve_asset_graph()))
     assert defs.resolve_job_def("usage_pipeline").execute_in_process(instance=instance, asset_selection=snapshot_keys).success
 
-    cursor, runs = None, 0
-    # The same file a second time under another name must change nothing.
-    deliveries = [*files, files[1]]
-    for number, source in enumerate(deliveries):
+    state = {"cursor": None}
+
+    def deliver_and_tick(source, name):
         target = deliver(source, tmp_path / "outbox")
-        target.rename(stream / f"{number:02d}_{source.name}")
-        tick = usage_events_sensor(dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=cursor))
-        cursor = tick.cursor
+        target.rename(stream / name)
+        tick = usage_events_sensor(dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=state["cursor"]))
+        state["cursor"] = tick.cursor
         assert len(tick.run_requests) == 1
         request = tick.run_requests[0]
         result = defs.resolve_job_def("usage_stream").execute_in_process(
             instance=instance, tags=request.tags, asset_selection=request.asset_selection
         )
         assert result.success
-        runs += 1
-        if number == len(files) - 1:
-            before_duplicate = _tables(cassandra)
-    assert runs == len(deliveries)
+        return request
+
+    for number, source in enumerate(files):
+        deliver_and_tick(source, f"{number:02d}_{source.name}")
+    before_duplicate = _tables(cassandra)
+
+    # The same file a second time under another name changes nothing.
+    deliver_and_tick(files[1], f"10_{files[1].name}")
+    for table, frame in _tables(cassandra).items():
+        pd.testing.assert_frame_equal(before_duplicate[table], frame, obj=f"duplicate file changed {table}")
+
+    # A late file whose events all lie on an old day: that day and the anomaly baselines that
+    # read it (the next 28 days) are brought up to date.
+    daily = before_duplicate["org_daily_usage_by_service"]
+    day = dt.date(2025, 7, 5)
+    org, service = daily[daily.usage_date == day].sort_values("daily_cost_usd").iloc[-1][["org_id", "service"]]
+    late = tmp_path / "late.jsonl"
+    late.write_text(_late_events(stream, org, service, day))
+
+    def baselines():
+        gold = lake.read(spark, "gold", "cost_anomalies", COST_ANOMALIES_SCHEMA, "usage_date").toPandas()
+        cell = gold[(gold.org_id == org) & (gold.service == service) & (gold.usage_date > day)]
+        return cell.set_index("usage_date").baseline_mean.dropna()
+
+    before = baselines()
+    request = deliver_and_tick(late, "20_late.jsonl")
+    assert request.tags["dagster/asset_partition_range_start"] == day.isoformat()
+    after = baselines()
+    within = [d for d in before.index if d <= day + dt.timedelta(days=28)]
+    assert within and all(after[d] > before[d] for d in within)
     streamed = _tables(cassandra)
-    for table in TABLES:
-        pd.testing.assert_frame_equal(before_duplicate[table], streamed[table], obj=f"duplicate file changed {table}")
 
     with fresh_keyspace("stream_reference") as reference:
         result, _ = run_pipeline(landing, tmp_path / "reference_lake", reference)
