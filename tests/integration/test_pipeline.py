@@ -97,3 +97,15 @@ def test_ask_reads_one_partition_per_question(pipeline, landing, cassandra):
     assert [r[0] for r in rows] == [1, 2][: len(rows)] and columns == ["rank", "service", "total_cost_usd"]
     table = ask.format_table(columns, rows)
     assert table.splitlines()[0].split() == ["rank", "service", "total_cost_usd"]
+
+    tickets = read_table(cassandra, "tickets_by_org_date")
+    org, day = tickets.org_id.iloc[0], tickets.ticket_date.iloc[0]
+    _, rows = ask.query(cassandra, "p3", org, day - dt.timedelta(days=29), day)
+    assert len(rows) == len(tickets[(tickets.org_id == org) & tickets.ticket_date.between(day - dt.timedelta(days=29), day)])
+    revenue = read_table(cassandra, "revenue_by_org_month")
+    _, rows = ask.query(cassandra, "p4", revenue.org_id.iloc[0])
+    assert len(rows) == (revenue.org_id == revenue.org_id.iloc[0]).sum()
+    anomalies = read_table(cassandra, "cost_anomalies_by_date")
+    if len(anomalies):
+        _, rows = ask.query(cassandra, "p6", anomalies.usage_date.iloc[0])
+        assert len(rows) == (anomalies.usage_date == anomalies.usage_date.iloc[0]).sum()
