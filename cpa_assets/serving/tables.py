@@ -160,23 +160,12 @@ def existing_partitions(session: Session, table: ServingTable, name: str) -> lis
 
 
 def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.DataFrame, dates: list[dt.date]) -> dict:
-    """Delete what the table holds for `dates`, then write `rows` (all of which fall in `dates`)."""
-    stamp = int(time.time() * 1_000_000)
-    wanted = set(dates)
-    if table.date_in_partition_key:
-        position = table.partition_key.index(table.date_column)
-        stale = [p for p in existing_partitions(session, table, name) if p[position] in wanted]
-        delete = session.prepare(f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {_where(table.partition_key)}")
-        execute_concurrent_with_args(session, delete, stale, concurrency=CONCURRENCY, raise_on_first_error=True)
-    else:
-        stale = existing_partitions(session, table, name)
-        delete = session.prepare(
-            f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {_where(table.partition_key)}"
-            f" AND {table.date_column} >= ? AND {table.date_column} <= ?"
-        )
-        args = [(*p, min(dates), max(dates)) for p in stale]
-        execute_concurrent_with_args(session, delete, args, concurrency=CONCURRENCY, raise_on_first_error=True)
+    """Make the table hold exactly `rows` for `dates` (all rows fall in `dates`).
 
+    The new rows are written first with timestamp t+1, then everything the table held for those
+    dates is deleted with timestamp t: the delete cannot touch the new rows, and a reader never
+    sees a date emptied while it is being replaced."""
+    stamp = int(time.time() * 1_000_000)
     insert = session.prepare(
         f"INSERT INTO {name} ({', '.join(table.columns)}) VALUES ({', '.join('?' for _ in table.columns)})"
         f" USING TIMESTAMP {stamp + 1}"
@@ -193,7 +182,20 @@ def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.Dat
                 batch.add(insert, row)
             batches.append((batch, ()))
     execute_concurrent(session, batches, concurrency=CONCURRENCY, raise_on_first_error=True)
-    return {"stale_partitions_cleared": len(stale), "rows_written": len(rows), "batches": len(batches)}
+
+    if table.date_in_partition_key:
+        position = table.partition_key.index(table.date_column)
+        wanted = set(dates)
+        stale = [p for p in existing_partitions(session, table, name) if p[position] in wanted]
+        delete = session.prepare(f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {_where(table.partition_key)}")
+    else:
+        stale = [(*p, min(dates), max(dates)) for p in existing_partitions(session, table, name)]
+        delete = session.prepare(
+            f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {_where(table.partition_key)}"
+            f" AND {table.date_column} >= ? AND {table.date_column} <= ?"
+        )
+    execute_concurrent_with_args(session, delete, stale, concurrency=CONCURRENCY, raise_on_first_error=True)
+    return {"rows_written": len(rows), "batches": len(batches), "partitions_cleared_of_older_rows": len(stale)}
 
 
 def read_dates(session: Session, table: ServingTable, name: str, dates: list[dt.date]) -> pd.DataFrame:
@@ -264,7 +266,7 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         differences = same_rows(table, gold, served)
         context.log.info(
             f"cassandra {table.name}: {written['rows_written']} rows in {seconds:.1f}s"
-            f" ({written['stale_partitions_cleared']} partitions cleared first)"
+            f" ({written['partitions_cleared_of_older_rows']} partitions cleared of older rows)"
         )
         return dg.MaterializeResult(
             metadata={
