@@ -159,6 +159,19 @@ def existing_partitions(session: Session, table: ServingTable, name: str) -> lis
     return [tuple(_plain(v) for v in row) for row in session.execute(f"SELECT DISTINCT {columns} FROM {name}")]
 
 
+def date_slices(session: Session, table: ServingTable, name: str, dates: list[dt.date]) -> tuple[str, list[tuple]]:
+    """A WHERE clause and the values that bind it, one per partition, that reach every row the table
+    holds for `dates`: whole partitions where the date is in the partition key, a date range of each
+    partition where it is a clustering column."""
+    partitions = existing_partitions(session, table, name)
+    if table.date_in_partition_key:
+        position = table.partition_key.index(table.date_column)
+        wanted = set(dates)
+        return _where(table.partition_key), [p for p in partitions if p[position] in wanted]
+    where = f"{_where(table.partition_key)} AND {table.date_column} >= ? AND {table.date_column} <= ?"
+    return where, [(*p, min(dates), max(dates)) for p in partitions]
+
+
 def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.DataFrame, dates: list[dt.date]) -> dict:
     """Make the table hold exactly `rows` for `dates` (all rows fall in `dates`).
 
@@ -183,17 +196,8 @@ def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.Dat
             batches.append((batch, ()))
     execute_concurrent(session, batches, concurrency=CONCURRENCY, raise_on_first_error=True)
 
-    if table.date_in_partition_key:
-        position = table.partition_key.index(table.date_column)
-        wanted = set(dates)
-        stale = [p for p in existing_partitions(session, table, name) if p[position] in wanted]
-        delete = session.prepare(f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {_where(table.partition_key)}")
-    else:
-        stale = [(*p, min(dates), max(dates)) for p in existing_partitions(session, table, name)]
-        delete = session.prepare(
-            f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {_where(table.partition_key)}"
-            f" AND {table.date_column} >= ? AND {table.date_column} <= ?"
-        )
+    where, stale = date_slices(session, table, name, dates)
+    delete = session.prepare(f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {where}")
     execute_concurrent_with_args(session, delete, stale, concurrency=CONCURRENCY, raise_on_first_error=True)
     return {"rows_written": len(rows), "batches": len(batches), "partitions_cleared_of_older_rows": len(stale)}
 
@@ -202,16 +206,13 @@ def read_dates(session: Session, table: ServingTable, name: str, dates: list[dt.
     """Every row the table holds for `dates`, to compare with gold."""
     columns = ", ".join(table.columns)
     if table.date_in_partition_key:
-        # One partition per date and org: a paged scan beats thousands of single-partition reads.
+        # Date-keyed partitions can number thousands (P2: org × day): one paged scan beats reading each.
         position = table.columns.index(table.date_column)
         wanted = set(dates)
         rows = [r for r in session.execute(f"SELECT {columns} FROM {name}") if _plain(r[position]) in wanted]
     else:
-        select = session.prepare(
-            f"SELECT {columns} FROM {name} WHERE {_where(table.partition_key)}"
-            f" AND {table.date_column} >= ? AND {table.date_column} <= ?"
-        )
-        args = [(*p, min(dates), max(dates)) for p in existing_partitions(session, table, name)]
+        where, args = date_slices(session, table, name, dates)
+        select = session.prepare(f"SELECT {columns} FROM {name} WHERE {where}")
         results = execute_concurrent_with_args(session, select, args, concurrency=CONCURRENCY, raise_on_first_error=True)
         rows = [r for outcome in results for r in outcome.result_or_exc]
     return pd.DataFrame([tuple(_plain(v) for v in row) for row in rows], columns=table.columns)
