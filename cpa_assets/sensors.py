@@ -1,15 +1,22 @@
 """The usage-events sensor: each newly delivered file becomes one run over the dates it changes.
 
 Files are not time-ordered, so there is no watermark: a file's own event dates decide the range,
-widened by the windows that read those dates (P2's 14 days, the anomaly baseline's 28)."""
+widened by the windows that read those dates (P2's 14 days, the anomaly baseline's 28).
+
+A stream run whose worker process died (killed, or the machine went down) is run again: every
+stream run recomputes its range from all landing files, so running it once more repairs whatever
+the dead one left half-written."""
 
 import datetime as dt
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
+from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cpa_assets.bronze.usage import DUPLICATES, FILE_COUNTS, REJECTS
@@ -17,6 +24,8 @@ from cpa_assets.jobs import usage_stream_job
 from cpa_assets.landing import event_dates
 from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS
 from cpa_resources import LakeResource
+
+WORKER_STARTED = "Started process for run (pid: "
 
 # A changed day D feeds P2 up to D+13 and anomaly baselines up to D+28.
 DOWNSTREAM_DAYS = max(TOP_SERVICES_WINDOW_DAYS - 1, ANOMALY_BASELINE_DAYS)
@@ -64,9 +73,53 @@ def listing_of(lake: LakeResource) -> list[Delivered]:
     return files
 
 
+def process_gone(pid: int) -> bool:
+    """True when no live process has this pid (a zombie left for its parent to reap counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    except OSError:
+        state = ""
+    return state in ("Z", "X")
+
+
+def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    """The pid of the process the run launcher started for a run, from the run's engine events."""
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        if record.message.startswith(WORKER_STARTED):
+            return int(record.dagster_event.engine_event_data.metadata["pid"].value)
+    return None
+
+
+def orphaned_stream_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Stream runs still marked started whose worker is gone. Dagster's default run launcher cannot
+    check a worker's health, so run monitoring alone would leave them started forever, holding
+    the one `cpa/lake` slot and every later file in the queue."""
+    if not isinstance(instance.run_launcher, DefaultRunLauncher):
+        return []  # workers on other machines: their pids mean nothing here
+    started = instance.get_runs(dg.RunsFilter(job_name=usage_stream_job.name, statuses=[dg.DagsterRunStatus.STARTED]))
+    return [run for run in started if (pid := worker_pid(instance, run.run_id)) is not None and process_gone(pid)]
+
+
+def rerun_request(run: dg.DagsterRun) -> dg.RunRequest:
+    """The same range and assets as a dead run, under a run key of its own so it is requested once."""
+    tags = {key: value for key, value in run.tags.items() if key.startswith(("cpa/files", "dagster/asset_partition_range"))}
+    return dg.RunRequest(
+        run_key=f"rerun-{run.run_id}",
+        asset_selection=sorted(run.asset_selection) if run.asset_selection else None,
+        tags={**tags, "cpa/reruns": run.run_id},
+    )
+
+
 @dg.sensor(job=usage_stream_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
 def usage_events_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
     """Watch the usage-events folder; each tick turns the files delivered since the last one into
-    one run over the event dates they touch and the windows that read them."""
+    one run over the event dates they touch and the windows that read them; a stream run whose
+    worker died is marked failed and requested again."""
+    reruns = []
+    for dead in orphaned_stream_runs(context.instance):
+        context.instance.report_run_failed(dead, "its worker process is gone (killed, or the machine restarted); running it again")
+        reruns.append(rerun_request(dead))
     request, cursor = plan_stream_run(context.cursor, listing_of(lake), lambda name: event_dates(lake.events_dir() / name))
-    return dg.SensorResult(run_requests=[request] if request else [], cursor=cursor)
+    return dg.SensorResult(run_requests=reruns + ([request] if request else []), cursor=cursor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -14,6 +15,10 @@ from pyspark.sql.types import StructType
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EVENTS_FOLDER = "usage_events_stream"
+# A writer killed mid-write leaves its hidden staging or swapped-out folder behind. Readers never
+# see hidden folders; they are swept once old enough that no live writer can still own them.
+LEFTOVER_PREFIXES = (".staging-", ".old-")
+LEFTOVER_AGE_SECONDS = 3600
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -73,6 +78,7 @@ class LakeResource(dg.ConfigurableResource):
     def write(self, df: DataFrame, layer: str, table: str) -> Path:
         """Replace an unpartitioned table as a whole, swapping in a finished copy."""
         target = self.path(layer, table)
+        _sweep_leftovers(target.parent)
         staging = target.parent / f".staging-{table}-{uuid.uuid4().hex}"
         df.coalesce(1).write.mode("overwrite").parquet(str(staging))
         _swap(staging, target)
@@ -87,6 +93,7 @@ class LakeResource(dg.ConfigurableResource):
         """
         target = self.path(layer, table)
         target.mkdir(parents=True, exist_ok=True)
+        _sweep_leftovers(target)
         staging = target / f".staging-{uuid.uuid4().hex}"
         df.repartition(partition_column).write.partitionBy(partition_column).parquet(str(staging))
         for key in keys:
@@ -98,6 +105,15 @@ class LakeResource(dg.ConfigurableResource):
                 shutil.rmtree(target / name)
         shutil.rmtree(staging, ignore_errors=True)
         return target
+
+
+def _sweep_leftovers(folder: Path) -> None:
+    if not folder.is_dir():
+        return
+    cutoff = time.time() - LEFTOVER_AGE_SECONDS
+    for entry in folder.iterdir():
+        if entry.name.startswith(LEFTOVER_PREFIXES) and entry.stat().st_mtime < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _swap(new: Path, target: Path) -> None:

@@ -1,8 +1,11 @@
 """The lake replaces exactly the partitions it is asked to, and nothing else."""
 
 import datetime as dt
+import os
+import time
 
 from cpa_resources import LakeResource
+from cpa_resources.lake import LEFTOVER_AGE_SECONDS
 
 SCHEMA = "id int, day date"
 
@@ -37,3 +40,22 @@ def test_event_files_skip_hidden_and_temporary_names(tmp_path):
     for name in ("b.jsonl", "a.jsonl", ".c.jsonl", "_d.jsonl", "e.jsonl.tmp"):
         (stream / name).write_text("")
     assert [p.name for p in LakeResource(root=str(tmp_path)).event_files()] == ["a.jsonl", "b.jsonl"]
+
+
+def test_a_killed_writers_leftovers_are_invisible_and_swept_once_old(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    d1 = dt.date(2025, 8, 1)
+    lake.replace_partitions(spark.createDataFrame([(1, d1)], SCHEMA), "gold", "t", "day", ["2025-08-01"])
+    table = tmp_path / "gold" / "t"
+    fresh, stale = table / ".staging-fresh" / "day=2025-08-01", table / ".old-day=2025-08-01-stale"
+    for leftover in (fresh, stale):
+        leftover.mkdir(parents=True)
+        (leftover / "part-0.parquet").write_bytes(b"half written")
+    old = time.time() - LEFTOVER_AGE_SECONDS - 60
+    os.utime(stale, (old, old))
+    assert days(lake, spark) == [("2025-08-01", 1)]
+
+    lake.replace_partitions(spark.createDataFrame([(2, d1)], SCHEMA), "gold", "t", "day", ["2025-08-01"])
+    assert days(lake, spark) == [("2025-08-01", 2)]
+    # A young leftover may belong to a writer still at work; an old one cannot.
+    assert sorted(p.name for p in table.iterdir() if p.name.startswith(".")) == [".staging-fresh"]

@@ -1,11 +1,15 @@
 """The usage-events sensor as a pure function of (cursor, listing): each file planned exactly once."""
 
 import json
+import subprocess
+import time
 
 import dagster as dg
+from dagster._core.events import EngineEventData
+from dagster._core.utils import make_new_run_id
 
 from cpa_assets.definitions import build_definitions
-from cpa_assets.sensors import DOWNSTREAM_DAYS, Delivered, plan_stream_run, usage_events_sensor
+from cpa_assets.sensors import DOWNSTREAM_DAYS, Delivered, plan_stream_run, process_gone, usage_events_sensor
 from cpa_resources import LakeResource
 
 START, END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -66,3 +70,47 @@ def test_sensor_reads_the_folder_and_keeps_its_cursor(tmp_path):
     assert result.run_requests[0].tags[START] == result.run_requests[0].tags[END] == "2025-08-01"
     again = usage_events_sensor(dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=result.cursor))
     assert again.run_requests == []
+
+
+def _started_stream_run(instance, worker_pid: int) -> dg.DagsterRun:
+    run = dg.DagsterRun(
+        job_name="usage_stream", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED,
+        tags={START: "2025-08-01", END: "2025-08-20", "cpa/files": "f1.jsonl", "cpa/lake": "usage"},
+    )
+    instance.add_run(run)
+    instance.report_engine_event(f"Started process for run (pid: {worker_pid}).", run, EngineEventData.in_process(worker_pid))
+    return run
+
+
+def test_process_gone_tells_a_live_process_from_a_killed_one():
+    worker = subprocess.Popen(["sleep", "60"])
+    assert not process_gone(worker.pid)
+    worker.kill()
+    time.sleep(0.2)  # not reaped yet: a zombie is gone too
+    assert process_gone(worker.pid)
+    worker.wait()
+    assert process_gone(worker.pid)
+
+
+def test_a_stream_run_whose_worker_died_is_failed_and_requested_again(tmp_path):
+    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
+    # A persistent instance with Dagster's default run launcher, as `make run` uses.
+    (tmp_path / "dagster").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
+    worker = subprocess.Popen(["sleep", "60"])
+    worker.kill()
+    worker.wait()
+    dead = _started_stream_run(instance, worker.pid)
+    survivor = subprocess.Popen(["sleep", "60"])
+    try:
+        alive = _started_stream_run(instance, survivor.pid)
+        result = usage_events_sensor(dg.build_sensor_context(instance=instance, resources={"lake": lake}))
+    finally:
+        survivor.kill()
+        survivor.wait()
+    assert [r.tags["cpa/reruns"] for r in result.run_requests] == [dead.run_id]
+    rerun = result.run_requests[0]
+    assert (rerun.tags[START], rerun.tags[END], rerun.tags["cpa/files"]) == ("2025-08-01", "2025-08-20", "f1.jsonl")
+    assert rerun.run_key == f"rerun-{dead.run_id}"
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
