@@ -9,12 +9,12 @@ import pytest
 
 from cpa_assets.bronze.batch import CSV_SOURCES
 from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
-from cpa_assets.serving.tables import SERVING_TABLES
 from tests.cassandra_tables import assert_same_rows, read_table
 from tests.conftest import REAL_LANDING, failed_checks, fresh_keyspace, latest_metadata, run_pipeline
 from tests.independent_batch import p3_tickets_by_org_date, p4_revenue_by_org_month
 from tests.independent_genai import p5_genai_tokens
 from tests.independent import landing_events, p1_daily_usage, p2_top_services, silver_events
+from tests.snapshots import snapshot
 
 pytestmark = [
     pytest.mark.acceptance,
@@ -108,24 +108,12 @@ def test_bronze_holds_every_landing_event_once_and_silver_conserves_each_date(ba
     assert metadata["rows_quarantined"] == len(events) - len(kept) == below
 
 
-def _snapshot(lake, spark, cassandra) -> dict[str, pd.DataFrame]:
-    tables = {}
-    for layer in ("bronze", "silver", "gold"):
-        for folder in sorted(lake.path(layer, "x").parent.iterdir()):
-            frame = spark.read.parquet(str(folder)).toPandas()
-            tables[f"{layer}/{folder.name}"] = frame.sort_values(list(frame.columns)[:3]).reset_index(drop=True)
-    for table in SERVING_TABLES:
-        frame = read_table(cassandra, table.name)
-        tables[f"cassandra/{table.name}"] = frame.sort_values(list(frame.columns)[:3]).reset_index(drop=True)
-    return tables
-
-
 def test_backfill_twice_changes_nothing(backfilled, spark, cassandra):
     _, lake = backfilled
-    before = _snapshot(lake, spark, cassandra)
+    before = snapshot(lake, spark, cassandra)
     result, _ = run_pipeline(REAL_LANDING, Path(lake.root), cassandra)
     assert result.success
-    after = _snapshot(lake, spark, cassandra)
+    after = snapshot(lake, spark, cassandra)
     assert before.keys() == after.keys()
     for name in before:
         pd.testing.assert_frame_equal(before[name], after[name], obj=name)

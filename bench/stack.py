@@ -1,0 +1,108 @@
+"""`dg dev` as `make run` serves it (the project's dagster.yaml, sensor and schedules on), on a
+scratch instance, lake and keyspace: for the freshness benchmark and the kill-and-restart test."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dagster as dg
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LiveStack:
+    """The Dagster webserver, daemon and code server of `make run`, as one process group."""
+
+    def __init__(self, home: Path, lake: Path, landing: Path, keyspace: str, log: Path | None = None):
+        self.home, self.port, self.process = home, free_port(), None
+        self.log = log or home / "dg-dev.log"
+        self.env = {
+            **os.environ,
+            "DAGSTER_HOME": str(home),
+            "CPA_LAKE_DIR": str(lake),
+            "CPA_LANDING_DIR": str(landing),
+            "CPA_CASSANDRA_KEYSPACE": keyspace,
+        }
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+
+    def start(self, timeout: float = 180) -> None:
+        dg_cli = Path(sys.executable).parent / "dg"
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [str(dg_cli), "dev", "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=REPO, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # one process group: webserver, daemon, code server, run workers, JVMs
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dg dev exited with {self.process.returncode}; see {self.log}")
+            try:
+                if self.graphql("{ version }")["data"]["version"]:
+                    return
+            except (OSError, KeyError, TypeError, ValueError):
+                time.sleep(1)
+        raise TimeoutError(f"dg dev did not answer on 127.0.0.1:{self.port} within {timeout:.0f} s; see {self.log}")
+
+    def graphql(self, query: str) -> dict:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql", data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the stack at once, as a crash or an OOM killer would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=60)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def instance(self) -> dg.DagsterInstance:
+        return dg.DagsterInstance.from_config(str(self.home))
+
+    def __enter__(self) -> LiveStack:
+        self.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop()
+
+
+def runs_for_file(instance: dg.DagsterInstance, name: str) -> list[dg.DagsterRun]:
+    """Stream runs whose `cpa/files` tag names the file (the sensor tags each run with its files)."""
+    runs = instance.get_runs(dg.RunsFilter(job_name="usage_stream"))
+    return [r for r in runs if name in r.tags.get("cpa/files", "").split(",")]
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout:.0f} s")

@@ -1,0 +1,21 @@
+"""Everything a pipeline leaves behind, read into sorted frames: to compare two lakes and keyspaces."""
+
+import pandas as pd
+
+from cpa_assets.serving.tables import SERVING_TABLES
+from tests.cassandra_tables import read_table
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(list(frame.columns)[:3]).reset_index(drop=True)
+
+
+def snapshot(lake, spark, cassandra, datasets: list[str] | None = None, tables: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Every Parquet dataset (or the named `layer/table` ones) and every serving table (or the named ones)."""
+    if datasets is None:
+        datasets = [f"{layer}/{folder.name}" for layer in ("bronze", "silver", "gold")
+                    for folder in sorted(lake.path(layer, "x").parent.iterdir())]
+    frames = {name: _sorted(spark.read.parquet(str(lake.path(*name.split("/")))).toPandas()) for name in datasets}
+    for table in tables if tables is not None else [t.name for t in SERVING_TABLES]:
+        frames[f"cassandra/{table}"] = _sorted(read_table(cassandra, table))
+    return frames
