@@ -13,7 +13,7 @@ export JAVA_HOME := $(or $(CPA_JAVA_HOME),$(JAVA17),$(JAVA_HOME))
 export CPA_JAVA_HOME := $(JAVA_HOME)
 export PATH := $(JAVA_HOME)/bin:$(PATH)
 
-.PHONY: setup run test bench cassandra-start cassandra-stop clean
+.PHONY: setup run test bench bench-freshness cassandra-start cassandra-stop clean
 
 setup: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
@@ -39,6 +39,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/backfill.py
+
+bench-freshness: setup
+	$(BIN)/python bench/freshness.py
 
 cassandra-stop:
 	@$(BIN)/cpa cassandra stop

@@ -1,0 +1,126 @@
+"""Benchmark: freshness of the usage stream, from the rename of a file into the usage-events folder
+to its rows being readable in Cassandra, under the settings `make run` uses (`dg dev`, the
+project's dagster.yaml, the sensor, local Spark, the local Cassandra).
+
+Usage: python bench/freshness.py [--landing DIR] [--files N] [--rate FILES_PER_MIN]
+
+The landing folder's CSVs and all but its last N event files are backfilled first (as `make run`
+does); then the last N files are delivered one by one at the given rate. For each file it prints:
+queued (rename → run started), worker start-up (run started → first step), P1 readable (rename →
+the Cassandra write of `org_daily_usage_by_service` done) and all tables (rename → run end); then
+p50 and max of the last two."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.stack import LiveStack, runs_for_file, wait_for  # noqa: E402
+from cpa_cli.replay import deliver  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_LANDING = REPO.parent / "shared" / "datasets" / "cloud_provider" / "landing"
+P1_WRITE = "cassandra__org_daily_usage_by_service"
+KEYSPACE = "cpa_bench_freshness"
+
+
+def _idle(instance: dg.DagsterInstance) -> bool:
+    busy = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    return not instance.get_runs(dg.RunsFilter(statuses=busy))
+
+
+def _done(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
+    for run in runs_for_file(instance, name):
+        if run.status == dg.DagsterRunStatus.FAILURE:
+            raise RuntimeError(f"the stream run {run.run_id} for {name} failed")
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            return run
+    return None
+
+
+def figures(instance: dg.DagsterInstance, run: dg.DagsterRun, delivered_at: float) -> dict[str, float]:
+    record = instance.get_run_record_by_id(run.run_id)
+    steps = {r.step_key: r for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)}
+    first_step = min(r.timestamp for r in steps.values())
+    p1 = [r.timestamp for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_SUCCESS) if r.step_key == P1_WRITE]
+    return {
+        "queued": record.start_time - delivered_at,
+        "worker_start": first_step - record.start_time,
+        "p1_readable": p1[0] - delivered_at,
+        "all_tables": record.end_time - delivered_at,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--landing", type=Path, default=DEFAULT_LANDING)
+    parser.add_argument("--files", type=int, default=10, help="files delivered one by one (default 10)")
+    parser.add_argument("--rate", type=float, default=1.0, help="files per minute (default 1)")
+    args = parser.parse_args()
+
+    events = sorted((args.landing / "usage_events_stream").glob("*.jsonl"))
+    preloaded, measured = events[: -args.files], events[-args.files:]
+    with tempfile.TemporaryDirectory(prefix="cpa-freshness-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        landing, lake = scratch / "landing", scratch / "lake"
+        stream = landing / "usage_events_stream"
+        stream.mkdir(parents=True)
+        for csv_file in args.landing.glob("*.csv"):
+            shutil.copy(csv_file, landing / csv_file.name)
+        for path in preloaded:
+            shutil.copy(path, stream / path.name)
+
+        stack = LiveStack(scratch / "dagster", lake, landing, KEYSPACE, log=scratch / "dg-dev.log")
+        print(f"bench: {len(preloaded)} files backfilled, then {len(measured)} delivered at {args.rate:g}/min;"
+              f" {os.cpu_count()} cores", flush=True)
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "cpa_cli.main", "backfill"], cwd=REPO, env=stack.env, check=True,
+                       stdout=subprocess.DEVNULL)
+        print(f"backfill: {time.perf_counter() - began:.1f} s", flush=True)
+        try:
+            stack.start()
+            instance = stack.instance()
+            # The sensor's first tick plans every file already there, as under `make run`.
+            time.sleep(10)
+            wait_for(lambda: _idle(instance), 600, "the first sensor run", interval=1)
+            delivered_at: dict[str, float] = {}
+            pause = 60.0 / args.rate
+            for number, path in enumerate(measured):
+                if number:
+                    time.sleep(max(0.0, delivered_at[measured[number - 1].name] + pause - time.time()))
+                deliver(path, stream)
+                delivered_at[path.name] = time.time()
+            results = {}
+            for path in measured:
+                run = wait_for(lambda: _done(instance, path.name), 900, f"the stream run for {path.name}")
+                results[path.name] = figures(instance, run, delivered_at[path.name])
+                r = results[path.name]
+                print(f"{path.name}: queued {r['queued']:.1f} s | worker start {r['worker_start']:.1f} s |"
+                      f" P1 readable {r['p1_readable']:.1f} s | all tables {r['all_tables']:.1f} s", flush=True)
+        finally:
+            stack.stop()
+            stack.env["CPA_CASSANDRA_KEYSPACE"] = KEYSPACE
+            subprocess.run([sys.executable, "-c", f"from cpa_resources import CassandraResource; "
+                            f"CassandraResource.from_env().session().execute('DROP KEYSPACE IF EXISTS {KEYSPACE}')"],
+                           cwd=REPO, env=stack.env, check=False)
+    for figure in ("p1_readable", "all_tables"):
+        values = [r[figure] for r in results.values()]
+        print(f"freshness ({figure.replace('_', ' ')}): p50 {statistics.median(values):.1f} s, max {max(values):.1f} s"
+              f" over {len(values)} files")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
