@@ -13,7 +13,17 @@ from cpa_cli.backfill import run_backfill
 from cpa_resources import CassandraResource, LakeResource, SparkResource, local_cassandra
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_LANDING = (REPO / ".." / "shared" / "datasets" / "cloud_provider" / "landing").resolve()
+# The course dataset is read where it lies (never copied into the repo): beside the checkout, or
+# wherever CPA_COURSE_LANDING says.
+REAL_LANDING = Path(
+    os.environ.get("CPA_COURSE_LANDING") or REPO / ".." / "shared" / "datasets" / "cloud_provider" / "landing"
+).resolve()
+
+
+def require_real_landing() -> Path:
+    """The course dataset's landing folder; its absence fails the test that needs it, never skips it."""
+    assert REAL_LANDING.is_dir(), f"the course dataset is expected at {REAL_LANDING} (set CPA_COURSE_LANDING)"
+    return REAL_LANDING
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from cpa_cli.generate import add_arguments, generate, run
+from tests.conftest import require_real_landing
 
 REPO = Path(__file__).parents[1]
-REAL = REPO / "../shared/datasets/cloud_provider/landing"
 STREAM = "usage_events_stream"
 START = date(2025, 7, 3)
 WARMUP_DAYS = 14
@@ -75,8 +75,7 @@ def _is_date(text: str) -> bool:
 
 @pytest.fixture(scope="module")
 def real() -> Path:
-    assert REAL.is_dir(), f"the course dataset is expected at {REAL.resolve()}"
-    return REAL
+    return require_real_landing()
 
 
 @pytest.fixture(scope="module")

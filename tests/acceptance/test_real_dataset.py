@@ -10,16 +10,13 @@ import pytest
 from cpa_assets.bronze.batch import CSV_SOURCES
 from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
 from tests.cassandra_tables import assert_same_rows, read_table
-from tests.conftest import REAL_LANDING, failed_checks, fresh_keyspace, latest_metadata, run_pipeline
+from tests.conftest import REAL_LANDING, failed_checks, fresh_keyspace, latest_metadata, require_real_landing, run_pipeline
 from tests.independent_batch import p3_tickets_by_org_date, p4_revenue_by_org_month
 from tests.independent_genai import p5_genai_tokens
 from tests.independent import landing_events, p1_daily_usage, p2_top_services, silver_events
 from tests.snapshots import snapshot
 
-pytestmark = [
-    pytest.mark.acceptance,
-    pytest.mark.skipif(not REAL_LANDING.is_dir(), reason="the course dataset is not beside the repo"),
-]
+pytestmark = pytest.mark.acceptance
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +28,7 @@ def cassandra(cassandra_server):
 @pytest.fixture(scope="module")
 def backfilled(cassandra, tmp_path_factory):
     """One backfill of the real dataset, shared by the tests of this module."""
+    require_real_landing()
     result, lake = run_pipeline(REAL_LANDING, tmp_path_factory.mktemp("lake"), cassandra)
     assert result.success and not failed_checks(result)
     return result, lake
