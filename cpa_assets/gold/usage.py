@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from cpa_assets.checks import schema_spec, spark_schema_result
-from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partitions, single_run, top_services_window
+from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partitions, serve_first, single_run, top_services_window
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
 from cpa_resources import LakeResource, SparkResource
@@ -114,6 +114,7 @@ def _days(first: str, last: str) -> list[str]:
     deps=[SILVER_EVENTS],
     partitions_def=event_date_partitions,
     backfill_policy=single_run,
+    op_tags=serve_first,
     group_name="gold",
     kinds={"spark", "parquet"},
     check_specs=[schema_spec(DAILY_USAGE)],

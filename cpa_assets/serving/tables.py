@@ -25,7 +25,7 @@ from cpa_assets.gold.batch import REVENUE_BY_MONTH, REVENUE_SCHEMA, TICKETS_BY_D
 from cpa_assets.gold.anomalies import COST_ANOMALIES, COST_ANOMALIES_SCHEMA
 from cpa_assets.gold.genai import GENAI_TOKENS, GENAI_TOKENS_SCHEMA
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, TOP_SERVICES, TOP_SERVICES_SCHEMA
-from cpa_assets.partitions import event_date_partitions, single_run
+from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 from cpa_resources import CassandraResource, LakeResource, SparkResource
 
 # Rows per unlogged batch: batches only ever hold one partition, and stay under Cassandra's
@@ -235,6 +235,7 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         deps=[table.gold],
         partitions_def=table.partitions_def,
         backfill_policy=single_run,
+        op_tags=serve_first,
         group_name="serving",
         kinds={"cassandra"},
         description=f"Cassandra table `{table.name}`, primary key (({', '.join(table.partition_key)}), "

@@ -12,7 +12,7 @@ from cpa_assets.bronze.batch import read_bronze
 from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
 from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
-from cpa_assets.partitions import event_date_partitions, single_run
+from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 from cpa_assets.preview import markdown_preview
 from cpa_resources import LakeResource, SparkResource
 
@@ -156,6 +156,7 @@ def split_silver(conformed: DataFrame) -> tuple[DataFrame, DataFrame]:
     ],
     partitions_def=event_date_partitions,
     backfill_policy=single_run,
+    op_tags=serve_first,
     check_specs=[
         schema_spec(SILVER_EVENTS),
         schema_spec(QUARANTINE),

@@ -81,10 +81,15 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
             instance=instance, tags=request.tags, asset_selection=request.asset_selection
         )
         assert result.success
+        state["steps"] = [event.step_key for event in result.all_events if event.is_step_start]
         return request
 
     for number, source in enumerate(files):
         deliver_and_tick(source, f"{number:02d}_{source.name}")
+    # P1 is served before the other marts are computed.
+    steps = state["steps"]
+    later_marts = ["gold__org_top_services_14d", "gold__genai_tokens_by_org_date", "gold__cost_anomalies"]
+    assert steps.index("cassandra__org_daily_usage_by_service") < min(steps.index(step) for step in later_marts)
     before_duplicate = _tables(cassandra)
 
     # The same file a second time under another name changes nothing.
