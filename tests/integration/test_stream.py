@@ -117,6 +117,9 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
     within = [d for d in before.index if d <= day + dt.timedelta(days=28)]
     assert within and all(after[d] > before[d] for d in within)
     streamed = _tables(cassandra)
+    # Each run rewrites its partitions whole: no small files pile up however many files arrived.
+    partitions = list((tmp_path / "lake" / "bronze" / "usage_events").glob("event_date=*"))
+    assert partitions and all(len(list(folder.glob("*.parquet"))) == 1 for folder in partitions)
 
     with fresh_keyspace("stream_reference") as reference:
         result, _ = run_pipeline(landing, tmp_path / "reference_lake", reference)
