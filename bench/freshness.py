@@ -57,9 +57,9 @@ def figures(instance: dg.DagsterInstance, run: dg.DagsterRun, delivered_at: floa
     first_step = min(r.timestamp for r in steps.values())
     p1 = [r.timestamp for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_SUCCESS) if r.step_key == P1_WRITE]
     return {
-        "planned": record.create_timestamp.timestamp() - delivered_at,
-        "launched": record.start_time - record.create_timestamp.timestamp(),
-        "worker_start": first_step - record.start_time,
+        "requested": record.create_timestamp.timestamp() - delivered_at,
+        "worker_up": record.start_time - record.create_timestamp.timestamp(),
+        "first_step": first_step - record.start_time,
         "p1_readable": p1[0] - delivered_at,
         "all_tables": record.end_time - delivered_at,
     }
@@ -109,8 +109,8 @@ def main() -> int:
                 run = wait_for(lambda: _done(instance, path.name), 900, f"the stream run for {path.name}")
                 results[path.name] = figures(instance, run, delivered_at[path.name])
                 r = results[path.name]
-                print(f"{path.name}: run requested {r['planned']:.1f} s | worker up {r['launched']:.1f} s |"
-                      f" first step {r['worker_start']:.1f} s |"
+                print(f"{path.name}: run requested {r['requested']:.1f} s | worker up {r['worker_up']:.1f} s |"
+                      f" first step {r['first_step']:.1f} s |"
                       f" P1 readable {r['p1_readable']:.1f} s | all tables {r['all_tables']:.1f} s", flush=True)
         finally:
             stack.stop()
