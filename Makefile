@@ -47,4 +47,5 @@ cassandra-stop:
 	@$(BIN)/cpa cassandra stop
 
 clean:
-	rm -rf datalake/bronze/* datalake/silver/* datalake/gold/* .dagster_home
+	rm -rf datalake/bronze/* datalake/silver/* datalake/gold/*
+	find .dagster_home -mindepth 1 -maxdepth 1 ! -name dagster.yaml -exec rm -rf {} +

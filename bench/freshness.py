@@ -84,7 +84,9 @@ def main() -> int:
         for path in preloaded:
             shutil.copy(path, stream / path.name)
 
-        stack = LiveStack(scratch / "dagster", lake, landing, KEYSPACE, log=scratch / "dg-dev.log")
+        log = Path(tempfile.gettempdir()) / "cpa-freshness-dg-dev.log"  # kept after the scratch folder goes
+        log.unlink(missing_ok=True)
+        stack = LiveStack(scratch / "dagster", lake, landing, KEYSPACE, log=log)
         print(f"bench: {len(preloaded)} files backfilled, then {len(measured)} delivered at {args.rate:g}/min;"
               f" {os.cpu_count()} cores", flush=True)
         began = time.perf_counter()

@@ -19,7 +19,7 @@ from dagster._core.events import DagsterEventType
 from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from cpa_assets.bronze.usage import DUPLICATES, FILE_COUNTS, REJECTS
+from cpa_assets.bronze.usage import DUPLICATES, FILE_COUNTS, REJECTS, bronze_usage_events, usage_events_ledger
 from cpa_assets.jobs import usage_stream_job
 from cpa_assets.landing import event_dates
 from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS
@@ -55,14 +55,20 @@ def plan_stream_run(
         state["files"][f.name] = [f.size, f.mtime_ns]
     run_key = hashlib.sha256(json.dumps([[f.name, f.size, f.mtime_ns] for f in new]).encode()).hexdigest()[:16]
     tags = {"cpa/files": ",".join(f.name for f in new)[:200]}
+    # The run reads exactly the files listed now; one landing meanwhile is the next run's.
+    listed = {"files": sorted(f.name for f in listing)}
     if not dates:
         # Nothing datable (an empty file, or only lines bronze rejects): the ledger still counts it.
-        request = dg.RunRequest(run_key=run_key, asset_selection=[REJECTS, DUPLICATES, FILE_COUNTS], tags=tags)
+        request = dg.RunRequest(
+            run_key=run_key, asset_selection=[REJECTS, DUPLICATES, FILE_COUNTS], tags=tags,
+            run_config={"ops": {usage_events_ledger.op.name: {"config": listed}}},
+        )
         return request, json.dumps(state, sort_keys=True)
     state["last_date"] = max(dates | ({state["last_date"]} if state["last_date"] else set()))
     widened = (dt.date.fromisoformat(max(dates)) + dt.timedelta(days=DOWNSTREAM_DAYS)).isoformat()
     tags |= {ASSET_PARTITION_RANGE_START_TAG: min(dates), ASSET_PARTITION_RANGE_END_TAG: min(widened, state["last_date"])}
-    return dg.RunRequest(run_key=run_key, tags=tags), json.dumps(state, sort_keys=True)
+    run_config = {"ops": {op.name: {"config": listed} for op in (bronze_usage_events.op, usage_events_ledger.op)}}
+    return dg.RunRequest(run_key=run_key, tags=tags, run_config=run_config), json.dumps(state, sort_keys=True)
 
 
 def listing_of(lake: LakeResource) -> list[Delivered]:
@@ -108,6 +114,7 @@ def rerun_request(run: dg.DagsterRun) -> dg.RunRequest:
     return dg.RunRequest(
         run_key=f"rerun-{run.run_id}",
         asset_selection=sorted(run.asset_selection) if run.asset_selection else None,
+        run_config=run.run_config,
         tags={**tags, "cpa/reruns": run.run_id},
     )
 

@@ -175,6 +175,22 @@ def split_events(parsed: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
     return events, rejects, duplicates
 
 
+class LandingFiles(dg.Config):
+    """The landing files a run reads: those the usage sensor listed when it planned the run, so a
+    file that lands while the run is going waits for the next run instead of reaching bronze and
+    the ledger halfway. Empty (a backfill, a run from the UI): every file there now."""
+
+    files: list[str] = []
+
+
+def selected_files(lake: LakeResource, config: LandingFiles) -> list[Path]:
+    files = lake.event_files()
+    if not config.files:
+        return files
+    chosen = set(config.files)
+    return [f for f in files if f.name in chosen]
+
+
 # The bronze asset and the ledger of the same run parse the same files: keep the last parse,
 # keyed by what the files are, so a run reads landing once and a changed file is parsed anew.
 _last_parse: dict[tuple, DataFrame] = {}
@@ -185,8 +201,7 @@ def _fingerprint(spark: SparkSession, files: list[Path]) -> tuple:
     return (id(spark), stats)
 
 
-def landing_events(spark: SparkSession, lake: LakeResource) -> tuple[DataFrame, DataFrame, DataFrame]:
-    files = lake.event_files()
+def landing_events(spark: SparkSession, files: list[Path]) -> tuple[DataFrame, DataFrame, DataFrame]:
     key = _fingerprint(spark, files)
     if key not in _last_parse:
         for stale in _last_parse.values():
@@ -206,7 +221,7 @@ def landing_events(spark: SparkSession, lake: LakeResource) -> tuple[DataFrame, 
     check_specs=[schema_spec(BRONZE_EVENTS)],
 )
 def bronze_usage_events(
-    context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: LandingFiles, spark: SparkResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """Usage events from every landing JSON-lines file, typed minimally (`value` stays text), one row
     per `event_id` (the first arrival wins), partitioned by `event_date` (UTC).
@@ -215,7 +230,8 @@ def bronze_usage_events(
     `usage_events_duplicates` and `usage_events_file_counts` assets."""
     dates = context.partition_keys
     session = spark.session()
-    events, _, _ = landing_events(session, lake)
+    files = selected_files(lake, config)
+    events, _, _ = landing_events(session, files)
     chosen = events.where(F.col("event_date").between(dates[0], dates[-1]))
     path = lake.replace_partitions(chosen, "bronze", "usage_events", "event_date", dates)
     written = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates).cache()
@@ -226,7 +242,7 @@ def bronze_usage_events(
             "dagster/row_count": rows,
             "partitions": len(dates),
             "dates_with_rows": len(per_date),
-            "landing_files": len(lake.event_files()),
+            "landing_files": len(files),
             "path": dg.MetadataValue.path(str(path)),
             "preview": dg.MetadataValue.md(markdown_preview(written)),
         },
@@ -278,11 +294,13 @@ def _count_lines(path: Path) -> int:
         ),
     ],
 )
-def usage_events_ledger(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
+def usage_events_ledger(
+    context: dg.AssetExecutionContext, config: LandingFiles, spark: SparkResource, lake: LakeResource
+):
     """Account for every landing line that bronze did not keep, and prove nothing went missing."""
     session = spark.session()
-    files = lake.event_files()
-    _, rejects, duplicates = landing_events(session, lake)
+    files = selected_files(lake, config)
+    _, rejects, duplicates = landing_events(session, files)
     rejects_path = lake.write(rejects, "bronze", "usage_events_rejects")
     duplicates_path = lake.write(duplicates, "bronze", "usage_events_duplicates")
     rejects = session.read.parquet(str(rejects_path)).cache()

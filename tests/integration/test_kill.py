@@ -11,6 +11,7 @@ import pytest
 from bench.stack import LiveStack, runs_for_file, wait_for
 from cpa_assets.definitions import build_definitions
 from cpa_assets.jobs import ALL_SOURCES, snapshots
+from cpa_assets.sensors import worker_pid
 from cpa_cli.generate import generate
 from cpa_cli.replay import deliver
 from cpa_resources import LakeResource
@@ -69,6 +70,9 @@ def test_killed_mid_ingest_and_started_again_equals_a_clean_run(tmp_path, cassan
         stack.kill()
         killed = runs_for_file(instance, second.name)[0]
         assert instance.get_run_by_id(killed.run_id).status == dg.DagsterRunStatus.STARTED
+        # Both stream runs ran in the same warm worker process: no new process per file.
+        first_run = runs_for_file(instance, first.name)[0]
+        assert worker_pid(instance, first_run.run_id) == worker_pid(instance, killed.run_id) is not None
 
         time.sleep(1)
         stack.start()

@@ -78,7 +78,7 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         assert len(tick.run_requests) == 1
         request = tick.run_requests[0]
         result = defs.resolve_job_def("usage_stream").execute_in_process(
-            instance=instance, tags=request.tags, asset_selection=request.asset_selection
+            instance=instance, tags=request.tags, asset_selection=request.asset_selection, run_config=request.run_config
         )
         assert result.success
         state["steps"] = [event.step_key for event in result.all_events if event.is_step_start]

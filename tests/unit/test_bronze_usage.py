@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from cpa_assets.bronze.usage import parse_events, read_event_lines, split_events
+from cpa_assets.bronze.usage import LandingFiles, parse_events, read_event_lines, selected_files, split_events
+from cpa_resources import LakeResource
 
 FIRST, LAST = "2025-01-01", "2026-12-31"
 
@@ -109,3 +110,14 @@ def test_single_quoted_lines_are_not_json(spark, tmp_path):
     line = str(event("e1"))  # a Python repr: single quotes, None
     _, rejects, _ = split(spark, [write(tmp_path, "a.jsonl", [line])])
     assert list(rejects.reason) == ["malformed_json"]
+
+
+def test_a_run_reads_only_the_listed_files_that_are_still_there(tmp_path):
+    stream = tmp_path / "landing" / "usage_events_stream"
+    stream.mkdir(parents=True)
+    for name in ("a.jsonl", "b.jsonl", "c.jsonl"):
+        (stream / name).write_text("")
+    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
+    chosen = selected_files(lake, LandingFiles(files=["c.jsonl", "a.jsonl", "gone.jsonl"]))
+    assert [f.name for f in chosen] == ["a.jsonl", "c.jsonl"]
+    assert [f.name for f in selected_files(lake, LandingFiles())] == ["a.jsonl", "b.jsonl", "c.jsonl"]
