@@ -6,8 +6,9 @@ Usage: python bench/freshness.py [--landing DIR] [--files N] [--rate FILES_PER_M
 
 The landing folder's CSVs and all but its last N event files are backfilled first (as `make run`
 does); then the last N files are delivered one by one at the given rate. For each file it prints:
-run requested (rename → the sensor's run request recorded), worker up (request → the run's worker
-process started, imports and code loaded), first step (→ the first step), P1 readable (rename →
+run requested (rename → the sensor's run request recorded), worker up (request → the run started:
+its wait in the queue behind earlier runs, then the warm worker taking it or a new process
+loading the code), first step (→ the first step), P1 readable (rename →
 the Cassandra write of `org_daily_usage_by_service` done) and all tables (rename → run end); then
 p50 and max of the last two."""
 
