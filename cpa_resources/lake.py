@@ -112,7 +112,13 @@ def _sweep_leftovers(folder: Path) -> None:
         return
     cutoff = time.time() - LEFTOVER_AGE_SECONDS
     for entry in folder.iterdir():
-        if entry.name.startswith(LEFTOVER_PREFIXES) and entry.stat().st_mtime < cutoff:
+        if not entry.name.startswith(LEFTOVER_PREFIXES):
+            continue
+        try:
+            modified = entry.stat().st_mtime
+        except FileNotFoundError:
+            continue  # a writer beside this one (another table of the same step) just swapped it in
+        if modified < cutoff:
             shutil.rmtree(entry, ignore_errors=True)
 
 

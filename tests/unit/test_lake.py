@@ -3,9 +3,10 @@
 import datetime as dt
 import os
 import time
+from pathlib import Path
 
 from cpa_resources import LakeResource
-from cpa_resources.lake import LEFTOVER_AGE_SECONDS
+from cpa_resources.lake import LEFTOVER_AGE_SECONDS, _sweep_leftovers
 
 SCHEMA = "id int, day date"
 
@@ -59,3 +60,16 @@ def test_a_killed_writers_leftovers_are_invisible_and_swept_once_old(spark, tmp_
     assert days(lake, spark) == [("2025-08-01", 2)]
     # A young leftover may belong to a writer still at work; an old one cannot.
     assert sorted(p.name for p in table.iterdir() if p.name.startswith(".")) == [".staging-fresh"]
+
+
+def test_sweeping_skips_a_staging_folder_another_writer_swaps_in_meanwhile(tmp_path, monkeypatch):
+    # Tables of one step are written side by side: a folder listed a moment ago may be gone.
+    folder = tmp_path / "silver"
+    folder.mkdir()
+    stale = folder / ".staging-resources-old"
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    listed = [folder / ".staging-users-just-swapped", stale]
+    monkeypatch.setattr(Path, "iterdir", lambda self: iter(listed))
+    _sweep_leftovers(folder)
+    assert not stale.exists()
