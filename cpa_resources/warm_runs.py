@@ -1,8 +1,9 @@
 """A run launcher that keeps one warm worker for the usage stream.
 
-Dagster's default launcher starts a new Python process for every run: about 8 s of imports and
-code loading, then about 10 s for the Spark JVM to start and warm up, before a stream run reads
-its first file. The usage stream runs every time a file lands, so it pays that for every file.
+Dagster's default launcher starts a new Python process for every run: imports and code loading
+(≈ 2 s for this code location alone), then ≈ 7–10 s for the Spark JVM to start and run its first
+job, before a stream run reads its first file. The usage stream runs every time a file lands, so
+it would pay that for every file.
 
 `WarmStreamRunLauncher` runs the runs that carry a chosen tag (`cpa/lake: usage`, every run the
 sensor requests) one after another in a worker thread of the process that launches them (the
@@ -11,7 +12,7 @@ Every other run goes to a new process, exactly as with `DefaultRunLauncher`.
 
 What the warm worker does not do, and why it is acceptable for the stream:
 - It keeps the code it first loaded: after editing the project, restart `make run`.
-- A run cannot be terminated from the UI while it runs; a stream run takes seconds.
+- A run cannot be terminated from the UI while it runs; it ends on its own within a minute.
 - A process killed mid-run leaves the run marked started; the usage sensor finds such runs by the
   pid recorded in their "Started process for run" event, marks them failed and runs them again."""
 
