@@ -52,7 +52,7 @@ class WarmStreamRunLauncher(DefaultRunLauncher):
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]):
-        return cls(inst_data=inst_data, warm_tag=config_value.get("warm_tag", DEFAULT_WARM_TAG))
+        return cls(inst_data=inst_data, **config_value)
 
     def is_warm(self, tags: Mapping[str, str]) -> bool:
         return tags.get(self._warm_key) == self._warm_value
@@ -77,9 +77,9 @@ class WarmStreamRunLauncher(DefaultRunLauncher):
                 run = self._instance.get_run_by_id(run_id)
                 if run is not None and not run.is_finished:
                     self._instance.report_run_failed(run, "the warm worker could not execute it")
-                self._instance.report_engine_event(
-                    "Warm worker error.", run, EngineEventData.engine_error(serializable_error_info_from_exc_info(sys.exc_info()))
-                )
+                if run is not None:
+                    error = serializable_error_info_from_exc_info(sys.exc_info())
+                    self._instance.report_engine_event("Warm worker error.", run, EngineEventData.engine_error(error))
 
     def _execute(self, run_id: str, origin) -> None:
         run = self._instance.get_run_by_id(run_id)
