@@ -1,0 +1,47 @@
+"""The project's event log: Dagster's SQLite storage with its connections kept, as `make run` configures it."""
+
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from cpa_resources.event_log import OPEN_DATABASES, PooledSqliteEventLogStorage
+
+PROJECT_INSTANCE = Path(__file__).resolve().parents[2] / ".dagster_home" / "dagster.yaml"
+DAYS = dg.DailyPartitionsDefinition(start_date="2025-08-01", end_date="2025-08-06")
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
+def daily_rows(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"dates": len(context.partition_keys)})
+
+
+def test_runs_over_a_range_record_every_date_once_planned_per_asset(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    settings = yaml.safe_load(PROJECT_INSTANCE.read_text())
+    instance = dg.DagsterInstance.local_temp(str(tmp_path), overrides={"event_log_storage": settings["event_log_storage"]})
+    storage = instance.event_log_storage
+    assert isinstance(storage, PooledSqliteEventLogStorage)
+    # Where Dagster's own SQLite event log lives when dagster.yaml names none.
+    assert Path(storage._base_dir) == tmp_path / "history" / "runs"
+
+    job = dg.Definitions(assets=[daily_rows], jobs=[dg.define_asset_job("days", selection=[daily_rows])]).resolve_job_def("days")
+    tags = {"dagster/asset_partition_range_start": "2025-08-01", "dagster/asset_partition_range_end": "2025-08-05"}
+    runs = OPEN_DATABASES + 3
+    for _ in range(runs):
+        assert job.execute_in_process(instance=instance, tags=tags).success
+
+    key = daily_rows.key
+    assert instance.get_materialized_partitions(key) == set(DAYS.get_partition_keys())
+    materialized = instance.fetch_materializations(key, limit=1000).records
+    assert len(materialized) == 5 * runs
+    for run_id in {record.run_id for record in materialized}:
+        planned = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
+        assert len(planned) == 1  # one per asset, not one per date
+    assert len(storage._engines) <= OPEN_DATABASES
+
+    # A deleted run's database is closed and its events are gone; the others read as before.
+    gone = materialized[0].run_id
+    instance.delete_run(gone)
+    assert not instance.all_logs(gone)
+    assert len(instance.fetch_materializations(key, limit=1000).records) == 5 * (runs - 1)
