@@ -3,9 +3,14 @@
 Files are not time-ordered, so there is no watermark: a file's own event dates decide the range,
 widened by the windows that read those dates (P2's 14 days, the anomaly baseline's 28).
 
-A stream run whose worker process died (killed, or the machine went down) is run again: every
-stream run recomputes its range from all landing files, so running it once more repairs whatever
-the dead one left half-written."""
+Files usually arrive in name order: a run for files whose names sort after every file seen adds
+their events to bronze and silver (appends) and recomputes the gold dates they touch; any other
+run (a file named out of order or delivered again with new content, a backfill) recomputes its
+dates from all landing files.
+
+A stream run whose worker process died (killed, or the machine went down) is run again, as a
+recompute of its range from all landing files, which repairs whatever the dead one left
+half-written."""
 
 import datetime as dt
 import hashlib
@@ -22,6 +27,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from cpa_assets.bronze.usage import DUPLICATES, FILE_COUNTS, REJECTS, bronze_usage_events, usage_events_ledger
 from cpa_assets.jobs import usage_stream_job
 from cpa_assets.landing import event_dates
+from cpa_assets.silver.usage import silver_usage_events
 from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS
 from cpa_resources import LakeResource
 
@@ -50,6 +56,9 @@ def plan_stream_run(
     new = sorted(f for f in listing if state["files"].get(f.name) != [f.size, f.mtime_ns])
     if not new:
         return None, json.dumps(state, sort_keys=True)
+    # New names that sort after every file seen so far (the usual delivery) are appended; a late,
+    # out-of-order or re-delivered file makes the run recompute its dates from every file.
+    appended = [f.name for f in new] if state["files"] and new[0].name > max(state["files"]) else []
     dates = set().union(*(dates_of(f.name) for f in new))
     for f in new:
         state["files"][f.name] = [f.size, f.mtime_ns]
@@ -67,7 +76,11 @@ def plan_stream_run(
     state["last_date"] = max(dates | ({state["last_date"]} if state["last_date"] else set()))
     widened = (dt.date.fromisoformat(max(dates)) + dt.timedelta(days=DOWNSTREAM_DAYS)).isoformat()
     tags |= {ASSET_PARTITION_RANGE_START_TAG: min(dates), ASSET_PARTITION_RANGE_END_TAG: min(widened, state["last_date"])}
-    run_config = {"ops": {op.name: {"config": listed} for op in (bronze_usage_events.op, usage_events_ledger.op)}}
+    run_config = {"ops": {
+        bronze_usage_events.op.name: {"config": listed | {"appended": appended}},
+        silver_usage_events.node_def.name: {"config": {"appended": appended}},
+        usage_events_ledger.op.name: {"config": listed},
+    }}
     return dg.RunRequest(run_key=run_key, tags=tags, run_config=run_config), json.dumps(state, sort_keys=True)
 
 
@@ -111,10 +124,13 @@ def orphaned_stream_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
 def rerun_request(run: dg.DagsterRun) -> dg.RunRequest:
     """The same range and assets as a dead run, under a run key of its own so it is requested once."""
     tags = {key: value for key, value in run.tags.items() if key.startswith(("cpa/files", "dagster/asset_partition_range"))}
+    # The dead run may have appended part of its files: the rerun recomputes its dates instead.
+    ops = {name: {"config": {k: v for k, v in op["config"].items() if k != "appended"}}
+           for name, op in run.run_config.get("ops", {}).items()}
     return dg.RunRequest(
         run_key=f"rerun-{run.run_id}",
         asset_selection=sorted(run.asset_selection) if run.asset_selection else None,
-        run_config=run.run_config,
+        run_config={**run.run_config, "ops": ops} if ops else run.run_config,
         tags={**tags, "cpa/reruns": run.run_id},
     )
 

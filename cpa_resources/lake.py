@@ -19,6 +19,9 @@ EVENTS_FOLDER = "usage_events_stream"
 # see hidden folders; they are swept once old enough that no live writer can still own them.
 LEFTOVER_PREFIXES = (".staging-", ".old-")
 LEFTOVER_AGE_SECONDS = 3600
+# Appending a file's rows adds a Parquet file to each partition they reach; a partition holding
+# more is rewritten as one file, so reads never open a pile of small files.
+MAX_FILES_PER_PARTITION = 10
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -105,6 +108,38 @@ class LakeResource(dg.ConfigurableResource):
                 shutil.rmtree(target / name)
         shutil.rmtree(staging, ignore_errors=True)
         return target
+
+    def append_partitions(self, df: DataFrame, layer: str, table: str, partition_column: str) -> list[str]:
+        """Add rows to their partitions beside the files already there; the keys they reached.
+
+        Only for rows no partition holds yet: the caller checks that, so nothing is added twice."""
+        target = self.path(layer, table)
+        target.mkdir(parents=True, exist_ok=True)
+        _sweep_leftovers(target)
+        staging = target / f".staging-{uuid.uuid4().hex}"
+        df.repartition(partition_column).write.partitionBy(partition_column).parquet(str(staging))
+        keys = []
+        for new in sorted(staging.glob(f"{partition_column}=*")):
+            folder = target / new.name
+            folder.mkdir(exist_ok=True)
+            for part in new.glob("*.parquet"):
+                part.rename(folder / part.name)
+            keys.append(new.name.split("=", 1)[1])
+        shutil.rmtree(staging, ignore_errors=True)
+        return keys
+
+    def compact_partitions(
+        self, spark: SparkSession, layer: str, table: str, schema: StructType, partition_column: str, keys: Iterable[str]
+    ) -> list[str]:
+        """Rewrite as one file each the given partitions that hold more than MAX_FILES_PER_PARTITION."""
+        crowded = [
+            key for key in keys
+            if len(list(self.partition_dir(layer, table, partition_column, key).glob("*.parquet"))) > MAX_FILES_PER_PARTITION
+        ]
+        if crowded:
+            rows = self.read(spark, layer, table, schema, partition_column, crowded)
+            self.replace_partitions(rows, layer, table, partition_column, crowded)
+        return crowded
 
 
 def _sweep_leftovers(folder: Path) -> None:

@@ -181,6 +181,31 @@ class LandingFiles(dg.Config):
     the ledger halfway. Empty (a backfill, a run from the UI): every file there now."""
 
     files: list[str] = []
+    # The files this run was planned for, when each of them arrived after every file before it
+    # (the usual case): bronze and silver then add their events to the dates they touch instead of
+    # recomputing those dates from every file. Empty: recompute.
+    appended: list[str] = []
+
+
+def arrived_after(spark: SparkSession, lake: LakeResource, tables: list[tuple[str, str, T.StructType]], names: list[str]) -> bool:
+    """True when none of the tables holds a row from these files or from any file sorting after
+    them, so adding the files' rows is the same as recomputing with them: first arrivals are
+    decided by file name, and none of these rows can be there already."""
+    if not names:
+        return False
+    for layer, table, schema in tables:
+        latest = lake.read(spark, layer, table, schema, "event_date").agg(F.max("source_file")).first()[0]
+        if latest is not None and latest >= min(names):
+            return False
+    return True
+
+
+def appended_events(spark: SparkSession, lake: LakeResource, files: list[Path]) -> DataFrame:
+    """The events files add to bronze: their first arrivals, less the event_ids bronze holds."""
+    bounds = (event_date_partitions.get_first_partition_key(), event_date_partitions.get_last_partition_key())
+    events, _, _ = split_events(parse_events(read_event_lines(spark, files), *bounds))
+    known = lake.read(spark, "bronze", "usage_events", BRONZE_SCHEMA, "event_date").select("event_id")
+    return events.join(known, "event_id", "left_anti")
 
 
 def selected_files(lake: LakeResource, config: LandingFiles) -> list[Path]:
@@ -231,9 +256,17 @@ def bronze_usage_events(
     dates = context.partition_keys
     session = spark.session()
     files = selected_files(lake, config)
-    events, _, _ = landing_events(session, files)
-    chosen = events.where(F.col("event_date").between(dates[0], dates[-1]))
-    path = lake.replace_partitions(chosen, "bronze", "usage_events", "event_date", dates)
+    path = lake.path("bronze", "usage_events")
+    added = [f for f in files if f.name in config.appended]
+    appending = bool(added) and arrived_after(session, lake, [("bronze", "usage_events", BRONZE_SCHEMA)], config.appended)
+    if appending:
+        touched = lake.append_partitions(appended_events(session, lake, added), "bronze", "usage_events", "event_date")
+        compacted = lake.compact_partitions(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", touched)
+        context.log.info(f"bronze usage_events: {len(added)} files appended to {len(touched)} dates, {len(compacted)} compacted")
+    else:
+        events, _, _ = landing_events(session, files)
+        chosen = events.where(F.col("event_date").between(dates[0], dates[-1]))
+        lake.replace_partitions(chosen, "bronze", "usage_events", "event_date", dates)
     written = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates).cache()
     rows = written.count()
     per_date = {str(r[0]): r[1] for r in written.groupBy("event_date").count().collect()}
@@ -243,6 +276,7 @@ def bronze_usage_events(
             "partitions": len(dates),
             "dates_with_rows": len(per_date),
             "landing_files": len(files),
+            "written_as": f"{len(added)} files appended" if appending else "dates recomputed",
             "path": dg.MetadataValue.path(str(path)),
             "preview": dg.MetadataValue.md(markdown_preview(written)),
         },

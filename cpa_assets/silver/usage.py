@@ -9,7 +9,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from cpa_assets.bronze.batch import read_bronze
-from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA
+from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, LandingFiles, arrived_after
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
 from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
@@ -168,17 +168,27 @@ def split_silver(conformed: DataFrame) -> tuple[DataFrame, DataFrame]:
         ),
     ],
 )
-def silver_usage_events(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
+def silver_usage_events(
+    context: dg.AssetExecutionContext, config: LandingFiles, spark: SparkResource, lake: LakeResource
+):
     """Conform bronze usage events into silver and quarantine, partition by partition."""
     dates = context.partition_keys
     session = spark.session()
     bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
+    tables = (("usage_events", SILVER_SCHEMA), ("usage_events_quarantine", QUARANTINE_SCHEMA))
+    appending = arrived_after(session, lake, [("silver", table, schema) for table, schema in tables], config.appended)
+    # Appending, only the bronze rows of the new files are conformed; the rest are there already.
+    source = bronze.where(F.col("source_file").isin(config.appended)) if appending else bronze
     conformed = conform_events(
-        bronze, read_bronze(session, lake, "customers_orgs"), read_bronze(session, lake, "resources")
+        source, read_bronze(session, lake, "customers_orgs"), read_bronze(session, lake, "resources")
     ).cache()
-    silver, quarantine = split_silver(conformed)
-    silver_path = lake.replace_partitions(silver, "silver", "usage_events", "event_date", dates)
-    quarantine_path = lake.replace_partitions(quarantine, "silver", "usage_events_quarantine", "event_date", dates)
+    for frame, (table, schema) in zip(split_silver(conformed), tables):
+        if appending:
+            touched = lake.append_partitions(frame, "silver", table, "event_date")
+            lake.compact_partitions(session, "silver", table, schema, "event_date", touched)
+        else:
+            lake.replace_partitions(frame, "silver", table, "event_date", dates)
+    silver_path, quarantine_path = (lake.path("silver", table) for table, _ in tables)
 
     written = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates).cache()
     held = lake.read(session, "silver", "usage_events_quarantine", QUARANTINE_SCHEMA, "event_date", dates).cache()
@@ -197,6 +207,7 @@ def silver_usage_events(context: dg.AssetExecutionContext, spark: SparkResource,
             "dagster/row_count": totals["silver"],
             "rows_in": totals["bronze"],
             "rows_quarantined": totals["quarantine"],
+            "written_as": f"{len(config.appended)} files appended" if appending else "dates recomputed",
             "flags": dg.MetadataValue.json(by_flag),
             "quarantined_by_rule": dg.MetadataValue.json(by_rule),
             "path": dg.MetadataValue.path(str(silver_path)),

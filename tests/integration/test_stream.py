@@ -15,6 +15,7 @@ from cpa_assets.sensors import usage_events_sensor
 from cpa_cli.generate import generate
 from cpa_cli.replay import deliver
 from cpa_resources import LakeResource
+from cpa_resources.lake import MAX_FILES_PER_PARTITION
 from tests.cassandra_tables import read_table
 from tests.conftest import fresh_keyspace, run_pipeline
 
@@ -82,20 +83,27 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         )
         assert result.success
         state["steps"] = [event.step_key for event in result.all_events if event.is_step_start]
+        bronze = result.asset_materializations_for_node("bronze__usage_events")
+        state["written_as"] = {m.metadata["written_as"].value for m in bronze}
         return request
 
     for number, source in enumerate(files):
         deliver_and_tick(source, f"{number:02d}_{source.name}")
+    # Each file after the first sorts after every earlier one: its events were appended.
+    assert state["written_as"] == {"1 files appended"}
     # P1 is served before the other marts are computed.
     steps = state["steps"]
     later_marts = ["gold__org_top_services_14d", "gold__genai_tokens_by_org_date", "gold__cost_anomalies"]
     assert steps.index("cassandra__org_daily_usage_by_service") < min(steps.index(step) for step in later_marts)
     before_duplicate = _tables(cassandra)
 
-    # The same file a second time under another name changes nothing.
-    deliver_and_tick(files[1], f"10_{files[1].name}")
-    for table, frame in _tables(cassandra).items():
-        pd.testing.assert_frame_equal(before_duplicate[table], frame, obj=f"duplicate file changed {table}")
+    # The same file a second time under another name changes nothing: appended after the others,
+    # or named before one already seen, which recomputes its dates.
+    for name, written_as in ((f"10_{files[1].name}", "1 files appended"), (f"00b_{files[1].name}", "dates recomputed")):
+        deliver_and_tick(files[1], name)
+        assert state["written_as"] == {written_as}
+        for table, frame in _tables(cassandra).items():
+            pd.testing.assert_frame_equal(before_duplicate[table], frame, obj=f"duplicate file {name} changed {table}")
 
     # A late file whose events all lie on an old day: that day and the anomaly baselines that
     # read it (the next 28 days) are brought up to date.
@@ -117,9 +125,10 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
     within = [d for d in before.index if d <= day + dt.timedelta(days=28)]
     assert within and all(after[d] > before[d] for d in within)
     streamed = _tables(cassandra)
-    # Each run rewrites its partitions whole: no small files pile up however many files arrived.
-    partitions = list((tmp_path / "lake" / "bronze" / "usage_events").glob("event_date=*"))
-    assert partitions and all(len(list(folder.glob("*.parquet"))) == 1 for folder in partitions)
+    # Appended files sit beside the recomputed ones, never more than the lake allows.
+    files_per_partition = [len(list(folder.glob("*.parquet")))
+                           for folder in (tmp_path / "lake" / "bronze" / "usage_events").glob("event_date=*")]
+    assert files_per_partition and max(files_per_partition) <= MAX_FILES_PER_PARTITION
 
     with fresh_keyspace("stream_reference") as reference:
         result, _ = run_pipeline(landing, tmp_path / "reference_lake", reference)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from cpa_resources import LakeResource
-from cpa_resources.lake import LEFTOVER_AGE_SECONDS, _sweep_leftovers
+from cpa_resources.lake import LEFTOVER_AGE_SECONDS, MAX_FILES_PER_PARTITION, _sweep_leftovers
 
 SCHEMA = "id int, day date"
 
@@ -26,6 +26,25 @@ def test_replace_partitions_touches_only_the_given_keys(spark, tmp_path):
     lake.replace_partitions(spark.createDataFrame([(20, d2)], SCHEMA), "gold", "t", "day", ["2025-08-02", "2025-08-03"])
 
     assert days(lake, spark) == [("2025-08-01", 1), ("2025-08-02", 20)]
+    assert not any(p.name.startswith(".") for p in (tmp_path / "gold" / "t").iterdir())
+
+
+def test_appended_rows_join_their_partitions_and_crowded_partitions_are_compacted(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    schema = spark.createDataFrame([], SCHEMA).schema
+    d1, d2 = dt.date(2025, 8, 1), dt.date(2025, 8, 2)
+    expected = []
+    for n in range(MAX_FILES_PER_PARTITION + 5):
+        rows = [(n, d1)] + ([(100 + n, d2)] if n % 2 else [])
+        touched = lake.append_partitions(spark.createDataFrame(rows, SCHEMA), "gold", "t", "day")
+        assert touched == ["2025-08-01", "2025-08-02"][: len(rows)]
+        lake.compact_partitions(spark, "gold", "t", schema, "day", touched)
+        expected += [(str(day), i) for i, day in rows]
+        files = {p.parent.name: len(list(p.parent.glob("*.parquet"))) for p in (tmp_path / "gold" / "t").glob("*/*.parquet")}
+        assert max(files.values()) <= MAX_FILES_PER_PARTITION
+    assert days(lake, spark) == sorted(expected)
+    # Day 1 got a file every time and was compacted; day 2 got one every other time.
+    assert len(list((tmp_path / "gold" / "t" / "day=2025-08-01").glob("*.parquet"))) < MAX_FILES_PER_PARTITION + 5
     assert not any(p.name.startswith(".") for p in (tmp_path / "gold" / "t").iterdir())
 
 

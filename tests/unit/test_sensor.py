@@ -60,11 +60,33 @@ def test_a_rewritten_file_is_planned_again_and_an_undatable_one_updates_the_ledg
 def test_a_run_reads_exactly_the_files_listed_when_it_was_planned():
     _, cursor = plan(None, Delivered("a.jsonl", 10, 1))
     request, cursor = plan(cursor, Delivered("b.jsonl", 5, 2), Delivered("a.jsonl", 10, 1))
-    configs = {op: c["config"]["files"] for op, c in request.run_config["ops"].items()}
-    assert configs == {"bronze__usage_events": ["a.jsonl", "b.jsonl"], "bronze_usage_events_ledger": ["a.jsonl", "b.jsonl"]}
+    configs = {op: c["config"].get("files") for op, c in request.run_config["ops"].items()}
+    assert configs == {
+        "bronze__usage_events": ["a.jsonl", "b.jsonl"],
+        "silver_usage_events": None,
+        "bronze_usage_events_ledger": ["a.jsonl", "b.jsonl"],
+    }
     # A run that only updates the ledger configures only the ledger's op.
     empty, _ = plan(cursor, Delivered("a.jsonl", 10, 1), Delivered("b.jsonl", 5, 2), Delivered("e.jsonl", 0, 4))
     assert list(empty.run_config["ops"]) == ["bronze_usage_events_ledger"]
+
+
+def appended(request) -> dict[str, list[str]]:
+    ops = request.run_config["ops"]
+    return {op: ops[op]["config"]["appended"] for op in ("bronze__usage_events", "silver_usage_events")}
+
+
+def test_files_named_after_every_file_seen_are_appended_any_other_is_recomputed():
+    first, cursor = plan(None, Delivered("b.jsonl", 5, 2))
+    assert appended(first) == {"bronze__usage_events": [], "silver_usage_events": []}  # nothing seen yet
+    later, after_c = plan(cursor, Delivered("b.jsonl", 5, 2), Delivered("c.jsonl", 5, 3))
+    assert appended(later) == {"bronze__usage_events": ["c.jsonl"], "silver_usage_events": ["c.jsonl"]}
+    # A name sorting before one already seen can displace first arrivals: its dates are recomputed.
+    out_of_order, _ = plan(after_c, Delivered("a.jsonl", 10, 1), Delivered("b.jsonl", 5, 2), Delivered("c.jsonl", 5, 3))
+    assert appended(out_of_order) == {"bronze__usage_events": [], "silver_usage_events": []}
+    # So is a file delivered again with new content.
+    again, _ = plan(after_c, Delivered("b.jsonl", 5, 2), Delivered("c.jsonl", 6, 4))
+    assert appended(again) == {"bronze__usage_events": [], "silver_usage_events": []}
 
 
 def test_sensor_reads_the_folder_and_keeps_its_cursor(tmp_path):
@@ -86,7 +108,8 @@ def _started_stream_run(instance, worker_pid: int) -> dg.DagsterRun:
     run = dg.DagsterRun(
         job_name="usage_stream", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTED,
         tags={START: "2025-08-01", END: "2025-08-20", "cpa/files": "f1.jsonl", "cpa/lake": "usage"},
-        run_config={"ops": {"bronze__usage_events": {"config": {"files": ["f1.jsonl"]}}}},
+        run_config={"ops": {"bronze__usage_events": {"config": {"files": ["f1.jsonl"], "appended": ["f1.jsonl"]}},
+                            "silver_usage_events": {"config": {"appended": ["f1.jsonl"]}}}},
     )
     instance.add_run(run)
     instance.report_engine_event(f"Started process for run (pid: {worker_pid}).", run, EngineEventData.in_process(worker_pid))
@@ -123,6 +146,8 @@ def test_a_stream_run_whose_worker_died_is_failed_and_requested_again(tmp_path):
     rerun = result.run_requests[0]
     assert (rerun.tags[START], rerun.tags[END], rerun.tags["cpa/files"]) == ("2025-08-01", "2025-08-20", "f1.jsonl")
     assert rerun.run_key == f"rerun-{dead.run_id}"
-    assert rerun.run_config == {"ops": {"bronze__usage_events": {"config": {"files": ["f1.jsonl"]}}}}
+    # The dead run may have appended part of its file: the rerun recomputes its dates instead.
+    assert rerun.run_config == {"ops": {"bronze__usage_events": {"config": {"files": ["f1.jsonl"]}},
+                                        "silver_usage_events": {"config": {}}}}
     assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
