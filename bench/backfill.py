@@ -7,6 +7,7 @@ course dataset beside the repository."""
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,8 @@ def run_once(landing: Path) -> dict:
             "DAGSTER_HOME": f"{scratch}/dagster",
         }
         os.makedirs(env["DAGSTER_HOME"])
+        # The instance settings `make run` uses (its event log storage among them).
+        shutil.copy(REPO / ".dagster_home" / "dagster.yaml", env["DAGSTER_HOME"])
         began = time.perf_counter()
         process = subprocess.Popen(
             [sys.executable, "-m", "cpa_cli.main", "backfill"], cwd=REPO, env=env, stdout=subprocess.PIPE,

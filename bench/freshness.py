@@ -115,6 +115,8 @@ def main() -> int:
                 print(f"{path.name}: run requested {r['requested']:.1f} s | worker up {r['worker_up']:.1f} s |"
                       f" first step {r['first_step']:.1f} s |"
                       f" P1 readable {r['p1_readable']:.1f} s | all tables {r['all_tables']:.1f} s", flush=True)
+            crowded = max(len(list(d.glob("*.parquet"))) for d in (lake / "bronze" / "usage_events").glob("event_date=*"))
+            print(f"bronze: at most {crowded} Parquet files in a partition", flush=True)
         finally:
             stack.stop()
             stack.env["CPA_CASSANDRA_KEYSPACE"] = KEYSPACE

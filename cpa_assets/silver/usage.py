@@ -2,6 +2,8 @@
 lands either in silver (with `dq_flags`) or in quarantine (with `dq_rule`)."""
 
 
+from functools import reduce
+
 import dagster as dg
 import pandera.pyspark as pa
 import pyspark.sql.types as T
@@ -182,7 +184,8 @@ def silver_usage_events(
     conformed = conform_events(
         source, read_bronze(session, lake, "customers_orgs"), read_bronze(session, lake, "resources")
     ).cache()
-    for frame, (table, schema) in zip(split_silver(conformed), tables):
+    split = split_silver(conformed)
+    for frame, (table, schema) in zip(split, tables):
         if appending:
             touched = lake.append_partitions(frame, "silver", table, "event_date")
             lake.compact_partitions(session, "silver", table, schema, "event_date", touched)
@@ -190,12 +193,20 @@ def silver_usage_events(
             lake.replace_partitions(frame, "silver", table, "event_date", dates)
     silver_path, quarantine_path = (lake.path("silver", table) for table, _ in tables)
 
-    written = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates).cache()
-    held = lake.read(session, "silver", "usage_events_quarantine", QUARANTINE_SCHEMA, "event_date", dates).cache()
-    per_date = {
-        name: {str(r[0]): r[1] for r in frame.groupBy("event_date").count().collect()}
-        for name, frame in (("bronze", bronze), ("silver", written), ("quarantine", held))
-    }
+    # Schema checks, flags and preview read the rows this run wrote (appended, or its dates read
+    # back); the conservation check counts every row of its dates in all three tables, in one job.
+    if appending:
+        written, held = split
+    else:
+        written, held = (lake.read(session, "silver", t, schema, "event_date", dates).cache() for t, schema in tables)
+    stored = [("bronze", bronze)] + [
+        (name, lake.read(session, "silver", table, schema, "event_date", dates))
+        for name, (table, schema) in zip(("silver", "quarantine"), tables)
+    ]
+    counted = reduce(DataFrame.unionByName, [frame.select(F.lit(name).alias("table"), "event_date") for name, frame in stored])
+    per_date = {name: {} for name, _ in stored}
+    for row in counted.groupBy("table", "event_date").count().collect():
+        per_date[row[0]][str(row[1])] = row[2]
     by_rule = {rule: 0 for rule in QUARANTINE_RULES} | {r[0]: r[1] for r in held.groupBy("dq_rule").count().collect()}
     by_flag = {flag: 0 for flag in FLAGS} | {
         r[0]: r[1] for r in written.select(F.explode("dq_flags").alias("flag")).groupBy("flag").count().collect()
