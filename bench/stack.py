@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from unittest.mock import patch
 
 import dagster as dg
 
@@ -82,7 +83,10 @@ class LiveStack:
                 self.kill()
 
     def instance(self) -> dg.DagsterInstance:
-        return dg.DagsterInstance.from_config(str(self.home))
+        """The stack's instance, read from this process. Its event log storage finds its files
+        under $DAGSTER_HOME (see cpa_resources/event_log.py), so that points here while it opens."""
+        with patch.dict(os.environ, {"DAGSTER_HOME": str(self.home)}):
+            return dg.DagsterInstance.from_config(str(self.home))
 
     def __enter__(self) -> LiveStack:
         self.start()

@@ -28,7 +28,11 @@ OPEN_DATABASES = 8
 
 
 def default_base_dir() -> str:
-    """Where Dagster keeps its SQLite event logs when dagster.yaml names no event log storage."""
+    """Where Dagster keeps its SQLite event logs when dagster.yaml names no event log storage.
+
+    Dagster tells a storage its config, not the instance's folder: the folder is $DAGSTER_HOME,
+    as for every Dagster process. Code that opens an instance from another folder sets
+    DAGSTER_HOME to it first, or names `base_dir`."""
     home = os.environ.get("DAGSTER_HOME") or os.getcwd()
     return os.path.join(home, "history", "runs", "")
 
