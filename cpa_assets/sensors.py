@@ -27,8 +27,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from cpa_assets.bronze.usage import DUPLICATES, FILE_COUNTS, REJECTS, bronze_usage_events, usage_events_ledger
 from cpa_assets.jobs import usage_stream_job
 from cpa_assets.landing import event_dates
-from cpa_assets.silver.usage import silver_usage_events
 from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS
+from cpa_assets.silver.usage import silver_usage_events
 from cpa_resources import LakeResource
 
 WORKER_STARTED = "Started process for run (pid: "
