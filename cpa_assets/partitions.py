@@ -39,3 +39,7 @@ single_run = dg.BackfillPolicy.single_run()
 # mart and the serving tables are written before the other marts, so the freshest answer of the
 # most asked question does not wait for P2, P5 and P6.
 serve_first = {"dagster/priority": "1"}
+
+# The landing ledger (rejects, duplicates, per-file counts) is bookkeeping no serving table reads:
+# in a stream run it goes after every mart and table.
+bookkeeping_last = {"dagster/priority": "-1"}

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
-from cpa_assets.partitions import event_date_partitions, single_run
+from cpa_assets.partitions import bookkeeping_last, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
 from cpa_resources import LakeResource, SparkResource
 
@@ -320,6 +320,7 @@ def _count_lines(path: Path) -> int:
             description="Per landing file: lines read = bronze rows + rejects + duplicates dropped.",
         ),
     ],
+    op_tags=bookkeeping_last,
     check_specs=[
         schema_spec(REJECTS),
         schema_spec(DUPLICATES),

@@ -95,6 +95,8 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
     steps = state["steps"]
     later_marts = ["gold__org_top_services_14d", "gold__genai_tokens_by_org_date", "gold__cost_anomalies"]
     assert steps.index("cassandra__org_daily_usage_by_service") < min(steps.index(step) for step in later_marts)
+    # The landing ledger, which no table reads, goes last.
+    assert steps[-1] == "bronze_usage_events_ledger"
     before_duplicate = _tables(cassandra)
 
     # The same file a second time under another name changes nothing: appended after the others,
