@@ -109,6 +109,14 @@ class LakeResource(dg.ConfigurableResource):
         shutil.rmtree(staging, ignore_errors=True)
         return target
 
+    def written_at(self, layer: str, table: str) -> float:
+        """When the table last changed: the newest modification time of its folder and partition
+        folders (a swap replaces the folder, an append adds a file to a partition); 0 if absent."""
+        base = self.path(layer, table)
+        if not base.is_dir():
+            return 0.0
+        return max([base.stat().st_mtime] + [p.stat().st_mtime for p in base.iterdir() if not p.name.startswith(".")])
+
     def append_partitions(self, df: DataFrame, layer: str, table: str, partition_column: str) -> list[str]:
         """Add rows to their partitions beside the files already there; the keys they reached.
 

@@ -1,11 +1,13 @@
 """Silver rules EV-02..EV-06, RI-01, RI-02: each bronze row is flagged or quarantined, never dropped."""
 
 import datetime as dt
+import time
 
 import pytest
 
 from cpa_assets.bronze.usage import BRONZE_SCHEMA
-from cpa_assets.silver.usage import conform_events, split_silver
+from cpa_assets.silver.usage import conform_events, silver_may_append, split_silver
+from cpa_resources import LakeResource
 
 ORGS = [("org_a", "Acme", "Retail", "us-east", "pro", "customer"), ("org_b", "Beta", "Health", "eu-west", "free", "lead")]
 RESOURCES = [("res_a", "org_a", "running", "us-east"), ("res_b", "org_b", "stopped", "eu-west")]
@@ -80,3 +82,21 @@ def test_enrichment_with_org_and_resource(conform):
     silver, _ = conform(bronze_row("e"))
     row = silver.loc["e"]
     assert (row.org_name, row.plan_tier, row.lifecycle_stage, row.resource_state) == ("Acme", "pro", "customer", "running")
+
+
+def test_silver_appends_only_new_files_over_the_snapshots_it_was_written_with(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    for table in ("customers_orgs", "resources"):
+        lake.write(spark.createDataFrame([("x",)], "id string"), "bronze", table)
+    rows = spark.createDataFrame([("a.jsonl", dt.date(2025, 8, 1))], "source_file string, event_date date")
+    for table in ("usage_events", "usage_events_quarantine"):
+        lake.replace_partitions(rows, "silver", table, "event_date", ["2025-08-01"])
+
+    assert silver_may_append(spark, lake, ["b.jsonl"])
+    assert not silver_may_append(spark, lake, [])
+    assert not silver_may_append(spark, lake, ["a.jsonl"])  # its rows are there already
+    assert not silver_may_append(spark, lake, ["0.jsonl"])  # named before a file silver holds
+    # A reloaded org snapshot can move old events in or out of quarantine: recompute.
+    time.sleep(0.05)
+    lake.write(spark.createDataFrame([("y",)], "id string"), "bronze", "customers_orgs")
+    assert not silver_may_append(spark, lake, ["b.jsonl"])
