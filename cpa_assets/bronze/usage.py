@@ -1,6 +1,7 @@
 """Bronze usage events: every landing line becomes exactly one bronze row, reject or counted duplicate."""
 
 
+from functools import reduce
 from pathlib import Path
 
 import dagster as dg
@@ -193,11 +194,9 @@ def arrived_after(spark: SparkSession, lake: LakeResource, tables: list[tuple[st
     decided by file name, and none of these rows can be there already."""
     if not names:
         return False
-    for layer, table, schema in tables:
-        latest = lake.read(spark, layer, table, schema, "event_date").agg(F.max("source_file")).first()[0]
-        if latest is not None and latest >= min(names):
-            return False
-    return True
+    held = [lake.read(spark, layer, table, schema, "event_date").select("source_file") for layer, table, schema in tables]
+    latest = reduce(DataFrame.unionByName, held).agg(F.max("source_file")).first()[0]
+    return latest is None or latest < min(names)
 
 
 def appended_events(spark: SparkSession, lake: LakeResource, files: list[Path]) -> DataFrame:
