@@ -60,6 +60,9 @@ QUARANTINE_SCHEMA = T.StructType(
        T.StructField("event_date", T.DateType(), False)]
 )
 
+# The two tables every bronze row ends in, written side by side.
+SILVER_TABLES = (("usage_events", SILVER_SCHEMA), ("usage_events_quarantine", QUARANTINE_SCHEMA))
+
 
 class SilverUsageEvent(pa.DataFrameModel):
     event_id: T.StringType() = pa.Field(nullable=False)
@@ -141,11 +144,10 @@ def silver_may_append(spark: SparkSession, lake: LakeResource, names: list[str])
     """Appending the bronze rows of these files gives what recomputing would: silver holds none of
     them yet, and the org and resource snapshots it joins have not changed since silver was last
     written (a reloaded snapshot can move old events in or out of quarantine: recompute then)."""
-    tables = ("usage_events", "usage_events_quarantine")
-    silver_at = min(lake.written_at("silver", table) for table in tables)
+    silver_at = min(lake.written_at("silver", table) for table, _ in SILVER_TABLES)
     snapshots_at = max(lake.written_at("bronze", table) for table in ("customers_orgs", "resources"))
     return bool(names) and snapshots_at <= silver_at and arrived_after(
-        spark, lake, [("silver", "usage_events", SILVER_SCHEMA), ("silver", "usage_events_quarantine", QUARANTINE_SCHEMA)], names
+        spark, lake, [("silver", table, schema) for table, schema in SILVER_TABLES], names
     )
 
 
@@ -189,7 +191,7 @@ def silver_usage_events(
     dates = context.partition_keys
     session = spark.session()
     bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
-    tables = (("usage_events", SILVER_SCHEMA), ("usage_events_quarantine", QUARANTINE_SCHEMA))
+    tables = SILVER_TABLES
     appending = silver_may_append(session, lake, config.appended)
     # Appending, only the bronze rows of the new files are conformed; the rest are there already.
     source = bronze.where(F.col("source_file").isin(config.appended)) if appending else bronze
