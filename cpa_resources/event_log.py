@@ -7,17 +7,27 @@ events: measured in a warm run, the engines alone cost ≈ 5 s of its 30 s.
 
 `PooledSqliteEventLogStorage` is the same storage, same files and same layout (one database per
 run under `$DAGSTER_HOME/history/runs/`, plus the index), with one engine per database kept for the
-databases used last. Nothing else changes: reads, watchers and migrations are Dagster's own."""
+databases used last.
+
+A step over 60 dates also records one materialisation per asset and date, each a transaction of
+its own in both databases (≈ 5 ms each, measured: ≈ 3.5 s of a stream run's steps). Dagster
+hands a step's per-partition events to `store_event_batch` when `DAGSTER_EVENT_BATCH_SIZE` is set,
+which this storage sets (`EVENT_BATCH_SIZE`) unless the environment names a size; it stores
+such a batch in one transaction per database, the same rows as one event at a time. Nothing
+else changes: reads, watchers and migrations are Dagster's own."""
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from dagster import Field, StringSource
+from dagster._core.event_api import EventLogEntry
+from dagster._core.events import ASSET_EVENTS
+from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS, SqliteEventLogStorage
 from dagster._serdes.config_class import ConfigurableClassData
 from sqlalchemy import create_engine
@@ -25,6 +35,8 @@ from sqlalchemy.engine import Connection, Engine
 
 # The index and the few runs going at once; older run databases are closed.
 OPEN_DATABASES = 8
+# Per-partition events of one step output stored together: a run over 60 dates at once.
+EVENT_BATCH_SIZE = 100
 
 
 def default_base_dir() -> str:
@@ -42,6 +54,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", str(EVENT_BATCH_SIZE))
         super().__init__(base_dir or default_base_dir(), inst_data=inst_data)
 
     @classmethod
@@ -80,6 +93,24 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """What `store_event` does for each asset event, in one transaction per database."""
+        if not events or any(not e.is_dagster_event or e.dagster_event_type not in ASSET_EVENTS for e in events):
+            super().store_event_batch(events)  # one at a time
+            return
+        rows = [self._event_to_row(event) for event in events]
+        for run_id in dict.fromkeys(event.run_id for event in events):
+            with self.run_connection(run_id) as conn:
+                conn.execute(SqlEventLogStorageTable.insert(), [row for row in rows if row["run_id"] == run_id])
+        with self.index_transaction() as conn:
+            ids = [conn.execute(SqlEventLogStorageTable.insert().values(**row)).inserted_primary_key[0] for row in rows]
+            self._store_asset_event_tags(conn, events, ids)
+            # An asset's row keeps its latest event of each kind: each event overwrites the one
+            # before, so the last of each kind, in order, leaves the row as all of them would.
+            latest = {(e.dagster_event.asset_key, e.dagster_event_type): (e, i) for e, i in zip(events, ids)}
+            for event, event_id in sorted(latest.values(), key=lambda pair: pair[1]):
+                self._store_asset_event(conn, event, event_id)
 
     def _close(self, shard: str | None = None) -> None:
         with self._db_lock:

@@ -1,4 +1,5 @@
-"""The project's event log: Dagster's SQLite storage with its connections kept, as `make run` configures it."""
+"""The project's event log: Dagster's SQLite storage with its connections kept and per-partition events
+stored in batches, as `make run` configures it."""
 
 from pathlib import Path
 
@@ -25,6 +26,10 @@ def test_runs_over_a_range_record_every_date_once_planned_per_asset(tmp_path, mo
     # Where Dagster's own SQLite event log lives when dagster.yaml names none.
     assert Path(storage._base_dir) == tmp_path / "history" / "runs"
 
+    batches = []
+    store_batch = storage.store_event_batch
+    monkeypatch.setattr(storage, "store_event_batch", lambda events: batches.append(len(events)) or store_batch(events))
+
     job = dg.Definitions(assets=[daily_rows], jobs=[dg.define_asset_job("days", selection=[daily_rows])]).resolve_job_def("days")
     tags = {"dagster/asset_partition_range_start": "2025-08-01", "dagster/asset_partition_range_end": "2025-08-05"}
     runs = OPEN_DATABASES + 3
@@ -39,6 +44,10 @@ def test_runs_over_a_range_record_every_date_once_planned_per_asset(tmp_path, mo
         planned = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
         assert len(planned) == 1  # one per asset, not one per date
     assert len(storage._engines) <= OPEN_DATABASES
+    # Each run's five materialisations were stored as one batch, and the asset's row holds the last.
+    assert batches.count(5) >= runs
+    latest = instance.get_latest_materialization_event(key)
+    assert (latest.run_id, latest.dagster_event.partition) == (materialized[0].run_id, "2025-08-05")
 
     # A deleted run's database is closed and its events are gone; the others read as before.
     gone = materialized[0].run_id
