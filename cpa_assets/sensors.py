@@ -15,6 +15,8 @@ half-written."""
 import datetime as dt
 import hashlib
 import json
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,13 @@ WORKER_STARTED = "Started process for run (pid: "
 
 # A changed day D feeds P2 up to D+13 and anomaly baselines up to D+28.
 DOWNSTREAM_DAYS = max(TOP_SERVICES_WINDOW_DAYS - 1, ANOMALY_BASELINE_DAYS)
+
+# Dagster's sensor daemon starts an evaluation every 5 s at most (its loop's floor), so a file
+# landing just after one would wait up to 5 s for the next. A tick that finds nothing new watches
+# the folder instead, for up to this long, and plans a file the moment it lands; the daemon's next
+# evaluation follows about a second after this one returns.
+WAIT_FOR_FILES_SECONDS = float(os.environ.get("CPA_SENSOR_WAIT_SECONDS", "4"))
+WATCH_INTERVAL_SECONDS = 0.1
 
 
 @dataclass(frozen=True, order=True)
@@ -138,11 +147,18 @@ def rerun_request(run: dg.DagsterRun) -> dg.RunRequest:
 @dg.sensor(job=usage_stream_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
 def usage_events_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
     """Watch the usage-events folder; each tick turns the files delivered since the last one into
-    one run over the event dates they touch and the windows that read them; a stream run whose
-    worker died is marked failed and requested again."""
+    one run over the event dates they touch and the windows that read them (a tick that finds none
+    waits a few seconds for one); a stream run whose worker died is marked failed and requested again."""
     reruns = []
     for dead in orphaned_stream_runs(context.instance):
         context.instance.report_run_failed(dead, "its worker process is gone (killed, or the machine restarted); running it again")
         reruns.append(rerun_request(dead))
-    request, cursor = plan_stream_run(context.cursor, listing_of(lake), lambda name: event_dates(lake.events_dir() / name))
+    def plan(cursor):
+        return plan_stream_run(cursor, listing_of(lake), lambda name: event_dates(lake.events_dir() / name))
+
+    request, cursor = plan(context.cursor)
+    watch_until = time.monotonic() + WAIT_FOR_FILES_SECONDS
+    while request is None and not reruns and time.monotonic() < watch_until:
+        time.sleep(WATCH_INTERVAL_SECONDS)
+        request, cursor = plan(cursor)
     return dg.SensorResult(run_requests=reruns + ([request] if request else []), cursor=cursor)

@@ -2,12 +2,14 @@
 
 import json
 import subprocess
+import threading
 import time
 
 import dagster as dg
 from dagster._core.events import EngineEventData
 from dagster._core.utils import make_new_run_id
 
+from cpa_assets import sensors
 from cpa_assets.definitions import build_definitions
 from cpa_assets.sensors import DOWNSTREAM_DAYS, Delivered, plan_stream_run, process_gone, usage_events_sensor
 from cpa_resources import LakeResource
@@ -89,7 +91,8 @@ def test_files_named_after_every_file_seen_are_appended_any_other_is_recomputed(
     assert appended(again) == {"bronze__usage_events": [], "silver_usage_events": []}
 
 
-def test_sensor_reads_the_folder_and_keeps_its_cursor(tmp_path):
+def test_sensor_reads_the_folder_and_keeps_its_cursor(tmp_path, monkeypatch):
+    monkeypatch.setattr(sensors, "WAIT_FOR_FILES_SECONDS", 0.5)
     stream = tmp_path / "landing" / "usage_events_stream"
     stream.mkdir(parents=True)
     (stream / "f1.jsonl").write_text('{"event_id": "e1", "timestamp": "2025-08-01T10:00:00Z"}\n')
@@ -100,8 +103,33 @@ def test_sensor_reads_the_folder_and_keeps_its_cursor(tmp_path):
     result = usage_events_sensor(context)
     assert len(result.run_requests) == 1
     assert result.run_requests[0].tags[START] == result.run_requests[0].tags[END] == "2025-08-01"
+    started = time.monotonic()
     again = usage_events_sensor(dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=result.cursor))
-    assert again.run_requests == []
+    assert again.run_requests == [] and time.monotonic() - started >= 0.5  # it watched the folder meanwhile
+
+
+def test_a_tick_that_finds_nothing_new_plans_a_file_the_moment_it_lands(tmp_path, monkeypatch):
+    monkeypatch.setattr(sensors, "WAIT_FOR_FILES_SECONDS", 30)
+    stream = tmp_path / "landing" / "usage_events_stream"
+    stream.mkdir(parents=True)
+    (stream / "f1.jsonl").write_text('{"event_id": "e1", "timestamp": "2025-08-01T10:00:00Z"}\n')
+    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
+    instance = dg.DagsterInstance.ephemeral()
+    first = usage_events_sensor(dg.build_sensor_context(instance=instance, resources={"lake": lake}))
+
+    def land():
+        time.sleep(1)
+        (stream / ".f2.jsonl.tmp").write_text('{"event_id": "e2", "timestamp": "2025-08-02T10:00:00Z"}\n')
+        (stream / ".f2.jsonl.tmp").rename(stream / "f2.jsonl")
+
+    lander = threading.Thread(target=land)
+    started = time.monotonic()
+    lander.start()
+    tick = usage_events_sensor(dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=first.cursor))
+    waited = time.monotonic() - started
+    lander.join()
+    assert [r.tags["cpa/files"] for r in tick.run_requests] == ["f2.jsonl"]
+    assert 1 <= waited < 3
 
 
 def _started_stream_run(instance, worker_pid: int) -> dg.DagsterRun:
