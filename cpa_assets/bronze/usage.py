@@ -188,23 +188,31 @@ class LandingFiles(dg.Config):
     appended: list[str] = []
 
 
-def arrived_after(spark: SparkSession, lake: LakeResource, tables: list[tuple[str, str, T.StructType]], names: list[str]) -> bool:
-    """True when none of the tables holds a row from these files or from any file sorting after
-    them, so adding the files' rows is the same as recomputing with them: first arrivals are
-    decided by file name, and none of these rows can be there already."""
+def held_rows(
+    spark: SparkSession, lake: LakeResource, layer: str, tables: tuple[tuple[str, T.StructType], ...], columns: list[str]
+) -> DataFrame:
+    """`table` and `columns` of every row the tables of a layer hold, read once and cached: an
+    appending step checks, joins and counts against it instead of reading the layer again."""
+    frames = [lake.read(spark, layer, table, schema, "event_date").select(F.lit(table).alias("table"), *columns)
+              for table, schema in tables]
+    return reduce(DataFrame.unionByName, frames).cache()
+
+
+def arrived_after(held: DataFrame, names: list[str]) -> bool:
+    """True when no held row comes from these files or from any file sorting after them, so adding
+    the files' rows is the same as recomputing with them: first arrivals are decided by file name,
+    and none of these rows can be there already."""
     if not names:
         return False
-    held = [lake.read(spark, layer, table, schema, "event_date").select("source_file") for layer, table, schema in tables]
-    latest = reduce(DataFrame.unionByName, held).agg(F.max("source_file")).first()[0]
+    latest = held.agg(F.max("source_file")).first()[0]
     return latest is None or latest < min(names)
 
 
-def appended_events(spark: SparkSession, lake: LakeResource, files: list[Path]) -> DataFrame:
+def appended_events(spark: SparkSession, files: list[Path], held: DataFrame) -> DataFrame:
     """The events files add to bronze: their first arrivals, less the event_ids bronze holds."""
     bounds = (event_date_partitions.get_first_partition_key(), event_date_partitions.get_last_partition_key())
     events, _, _ = split_events(parse_events(read_event_lines(spark, files), *bounds))
-    known = lake.read(spark, "bronze", "usage_events", BRONZE_SCHEMA, "event_date").select("event_id")
-    return events.join(known, "event_id", "left_anti")
+    return events.join(held.select("event_id"), "event_id", "left_anti")
 
 
 def selected_files(lake: LakeResource, config: LandingFiles) -> list[Path]:
@@ -257,19 +265,23 @@ def bronze_usage_events(
     files = selected_files(lake, config)
     path = lake.path("bronze", "usage_events")
     added = [f for f in files if f.name in config.appended]
-    appending = bool(added) and arrived_after(session, lake, [("bronze", "usage_events", BRONZE_SCHEMA)], config.appended)
+    held = held_rows(session, lake, "bronze", (("usage_events", BRONZE_SCHEMA),), ["event_id", "source_file", "event_date"])
+    appending = bool(added) and arrived_after(held, config.appended)
     if appending:
-        written = appended_events(session, lake, added).cache()
+        written = appended_events(session, added, held).cache()
         touched = lake.append_partitions(written, "bronze", "usage_events", "event_date")
         compacted = lake.compact_partitions(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", touched)
         context.log.info(f"bronze usage_events: {len(added)} files appended to {len(touched)} dates, {len(compacted)} compacted")
+        # The rows held before and the rows just added: what the dates hold now, without reading them again.
+        stored = held.where(F.col("event_date").between(dates[0], dates[-1])).select("event_date").unionByName(
+            written.select("event_date"))
     else:
         events, _, _ = landing_events(session, files)
         chosen = events.where(F.col("event_date").between(dates[0], dates[-1]))
         lake.replace_partitions(chosen, "bronze", "usage_events", "event_date", dates)
         written = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates).cache()
+        stored = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
     # The schema check and the preview read the rows this run wrote; the counts cover its dates.
-    stored = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
     per_date = {str(r[0]): r[1] for r in stored.groupBy("event_date").count().collect()}
     rows = sum(per_date.values())
     result = dg.MaterializeResult(
@@ -285,6 +297,7 @@ def bronze_usage_events(
         check_results=[spark_schema_result(BronzeUsageEvent, written, BRONZE_EVENTS)],
     )
     written.unpersist()
+    held.unpersist()
     context.log.info(f"bronze usage_events: {rows} rows over {len(per_date)} of {len(dates)} dates")
     return result
 

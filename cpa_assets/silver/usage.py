@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cpa_assets.bronze.batch import read_bronze
-from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, LandingFiles, arrived_after
+from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, LandingFiles, arrived_after, held_rows
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
 from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
@@ -140,15 +140,14 @@ def split_silver(conformed: DataFrame) -> tuple[DataFrame, DataFrame]:
     return silver.select(*SILVER_SCHEMA.fieldNames()), quarantine.select(*QUARANTINE_SCHEMA.fieldNames())
 
 
-def silver_may_append(spark: SparkSession, lake: LakeResource, names: list[str]) -> bool:
+def silver_may_append(lake: LakeResource, held: DataFrame, names: list[str]) -> bool:
     """Appending the bronze rows of these files gives what recomputing would: silver holds none of
-    them yet, and the org and resource snapshots it joins have not changed since silver was last
-    written (a reloaded snapshot can move old events in or out of quarantine: recompute then)."""
+    them yet (`held`: what silver holds), and the org and resource snapshots it joins have not
+    changed since silver was last written (a reloaded snapshot can move old events in or out of
+    quarantine: recompute then)."""
     silver_at = min(lake.written_at("silver", table) for table, _ in SILVER_TABLES)
     snapshots_at = max(lake.written_at("bronze", table) for table in ("customers_orgs", "resources"))
-    return bool(names) and snapshots_at <= silver_at and arrived_after(
-        spark, lake, [("silver", table, schema) for table, schema in SILVER_TABLES], names
-    )
+    return bool(names) and snapshots_at <= silver_at and arrived_after(held, names)
 
 
 @dg.multi_asset(
@@ -192,7 +191,11 @@ def silver_usage_events(
     session = spark.session()
     bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
     tables = SILVER_TABLES
-    appending = silver_may_append(session, lake, config.appended)
+    held = held_rows(session, lake, "silver", tables, ["source_file", "event_date"])
+    appending = silver_may_append(lake, held, config.appended)
+    if appending:
+        # Read once: the new files' rows are conformed, every row is counted.
+        bronze = bronze.cache()
     # Appending, only the bronze rows of the new files are conformed; the rest are there already.
     source = bronze.where(F.col("source_file").isin(config.appended)) if appending else bronze
     conformed = conform_events(
@@ -208,20 +211,26 @@ def silver_usage_events(
     silver_path, quarantine_path = (lake.path("silver", table) for table, _ in tables)
 
     # Schema checks, flags and preview read the rows this run wrote (appended, or its dates read
-    # back); the conservation check counts every row of its dates in all three tables, in one job.
+    # back); the conservation check counts every row of its dates in all three tables, in one job:
+    # appending, the rows held before plus those added; recomputing, the dates read back.
     if appending:
-        written, held = split
+        written, quarantined = split
+        in_dates = held.where(F.col("event_date").between(dates[0], dates[-1]))
+        stored = [("bronze", bronze)] + [
+            (name, in_dates.where(F.col("table") == table).select("event_date").unionByName(frame.select("event_date")))
+            for name, (table, _), frame in zip(("silver", "quarantine"), tables, split)
+        ]
     else:
-        written, held = (lake.read(session, "silver", t, schema, "event_date", dates).cache() for t, schema in tables)
-    stored = [("bronze", bronze)] + [
-        (name, lake.read(session, "silver", table, schema, "event_date", dates))
-        for name, (table, schema) in zip(("silver", "quarantine"), tables)
-    ]
+        written, quarantined = (lake.read(session, "silver", t, schema, "event_date", dates).cache() for t, schema in tables)
+        stored = [("bronze", bronze)] + [
+            (name, lake.read(session, "silver", table, schema, "event_date", dates))
+            for name, (table, schema) in zip(("silver", "quarantine"), tables)
+        ]
     counted = reduce(DataFrame.unionByName, [frame.select(F.lit(name).alias("table"), "event_date") for name, frame in stored])
     per_date = {name: {} for name, _ in stored}
     for row in counted.groupBy("table", "event_date").count().collect():
         per_date[row[0]][str(row[1])] = row[2]
-    by_rule = {rule: 0 for rule in QUARANTINE_RULES} | {r[0]: r[1] for r in held.groupBy("dq_rule").count().collect()}
+    by_rule = {rule: 0 for rule in QUARANTINE_RULES} | {r[0]: r[1] for r in quarantined.groupBy("dq_rule").count().collect()}
     by_flag = {flag: 0 for flag in FLAGS} | {
         r[0]: r[1] for r in written.select(F.explode("dq_flags").alias("flag")).groupBy("flag").count().collect()
     }
@@ -248,7 +257,7 @@ def silver_usage_events(
         },
     )
     yield spark_schema_result(SilverUsageEvent, written, SILVER_EVENTS)
-    yield spark_schema_result(QuarantinedUsageEvent, held, QUARANTINE)
+    yield spark_schema_result(QuarantinedUsageEvent, quarantined, QUARANTINE)
     dates_seen = set(per_date["bronze"]) | set(per_date["silver"]) | set(per_date["quarantine"])
     yield equality_result(
         "conservation",
@@ -256,7 +265,7 @@ def silver_usage_events(
         expected={d: per_date["bronze"].get(d, 0) for d in dates_seen},
         actual={d: per_date["silver"].get(d, 0) + per_date["quarantine"].get(d, 0) for d in dates_seen},
     )
-    for frame in (conformed, written, held):
+    for frame in (conformed, written, quarantined, held, bronze):
         frame.unpersist()
     context.log.info(
         f"silver usage_events: {totals['bronze']} bronze = {totals['silver']} silver + {totals['quarantine']}"

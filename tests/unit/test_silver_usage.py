@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from cpa_assets.bronze.usage import BRONZE_SCHEMA
-from cpa_assets.silver.usage import conform_events, silver_may_append, split_silver
+from cpa_assets.bronze.usage import BRONZE_SCHEMA, held_rows
+from cpa_assets.silver.usage import SILVER_TABLES, conform_events, silver_may_append, split_silver
 from cpa_resources import LakeResource
 
 ORGS = [("org_a", "Acme", "Retail", "us-east", "pro", "customer"), ("org_b", "Beta", "Health", "eu-west", "free", "lead")]
@@ -92,11 +92,12 @@ def test_silver_appends_only_new_files_over_the_snapshots_it_was_written_with(sp
     for table in ("usage_events", "usage_events_quarantine"):
         lake.replace_partitions(rows, "silver", table, "event_date", ["2025-08-01"])
 
-    assert silver_may_append(spark, lake, ["b.jsonl"])
-    assert not silver_may_append(spark, lake, [])
-    assert not silver_may_append(spark, lake, ["a.jsonl"])  # its rows are there already
-    assert not silver_may_append(spark, lake, ["0.jsonl"])  # named before a file silver holds
+    held = held_rows(spark, lake, "silver", SILVER_TABLES, ["source_file", "event_date"])
+    assert silver_may_append(lake, held, ["b.jsonl"])
+    assert not silver_may_append(lake, held, [])
+    assert not silver_may_append(lake, held, ["a.jsonl"])  # its rows are there already
+    assert not silver_may_append(lake, held, ["0.jsonl"])  # named before a file silver holds
     # A reloaded org snapshot can move old events in or out of quarantine: recompute.
     time.sleep(0.05)
     lake.write(spark.createDataFrame([("y",)], "id string"), "bronze", "customers_orgs")
-    assert not silver_may_append(spark, lake, ["b.jsonl"])
+    assert not silver_may_append(lake, held, ["b.jsonl"])
