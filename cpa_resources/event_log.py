@@ -26,7 +26,7 @@ from typing import Any
 
 from dagster import Field, StringSource
 from dagster._core.event_api import EventLogEntry
-from dagster._core.events import ASSET_EVENTS
+from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS, SqliteEventLogStorage
 from dagster._serdes.config_class import ConfigurableClassData
@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 OPEN_DATABASES = 8
 # Per-partition events of one step output stored together: a run over 60 dates at once.
 EVENT_BATCH_SIZE = 100
+BATCHED_EVENTS = ASSET_EVENTS | ASSET_CHECK_EVENTS
 
 
 def default_base_dir() -> str:
@@ -95,22 +96,29 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 yield conn
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        """What `store_event` does for each asset event, in one transaction per database."""
-        if not events or any(not e.is_dagster_event or e.dagster_event_type not in ASSET_EVENTS for e in events):
+        """What `store_event` does for each event of a batch (asset events, and the check events
+        planned with them), with the run's rows and the index's asset rows in one transaction each."""
+        if not events or any(not e.is_dagster_event or e.dagster_event_type not in BATCHED_EVENTS for e in events):
             super().store_event_batch(events)  # one at a time
             return
         rows = [self._event_to_row(event) for event in events]
         for run_id in dict.fromkeys(event.run_id for event in events):
             with self.run_connection(run_id) as conn:
                 conn.execute(SqlEventLogStorageTable.insert(), [row for row in rows if row["run_id"] == run_id])
+        assets = [(e, row) for e, row in zip(events, rows) if e.dagster_event_type in ASSET_EVENTS]
         with self.index_transaction() as conn:
-            ids = [conn.execute(SqlEventLogStorageTable.insert().values(**row)).inserted_primary_key[0] for row in rows]
-            self._store_asset_event_tags(conn, events, ids)
+            ids = [conn.execute(SqlEventLogStorageTable.insert().values(**row)).inserted_primary_key[0] for _, row in assets]
+            self._store_asset_event_tags(conn, [e for e, _ in assets], ids)
             # An asset's row keeps its latest event of each kind: each event overwrites the one
             # before, so the last of each kind, in order, leaves the row as all of them would.
-            latest = {(e.dagster_event.asset_key, e.dagster_event_type): (e, i) for e, i in zip(events, ids)}
+            latest = {(e.dagster_event.asset_key, e.dagster_event_type): (e, i) for (e, _), i in zip(assets, ids)}
             for event, event_id in sorted(latest.values(), key=lambda pair: pair[1]):
                 self._store_asset_event(conn, event, event_id)
+        for event, row in zip(events, rows):
+            if event.dagster_event_type in ASSET_CHECK_EVENTS:
+                with self.index_connection() as conn:
+                    event_id = conn.execute(SqlEventLogStorageTable.insert().values(**row)).inserted_primary_key[0]
+                self.store_asset_check_event(event, event_id)
 
     def _close(self, shard: str | None = None) -> None:
         with self._db_lock:

@@ -12,9 +12,14 @@ PROJECT_INSTANCE = Path(__file__).resolve().parents[2] / ".dagster_home" / "dags
 DAYS = dg.DailyPartitionsDefinition(start_date="2025-08-01", end_date="2025-08-06")
 
 
-@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run())
+@dg.asset(
+    partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(),
+    check_specs=[dg.AssetCheckSpec("counted", asset="daily_rows")],
+)
 def daily_rows(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    return dg.MaterializeResult(metadata={"dates": len(context.partition_keys)})
+    return dg.MaterializeResult(
+        metadata={"dates": len(context.partition_keys)}, check_results=[dg.AssetCheckResult(passed=True)]
+    )
 
 
 def test_runs_over_a_range_record_every_date_once_planned_per_asset(tmp_path, monkeypatch):
@@ -48,6 +53,9 @@ def test_runs_over_a_range_record_every_date_once_planned_per_asset(tmp_path, mo
     assert batches.count(5) >= runs
     latest = instance.get_latest_materialization_event(key)
     assert (latest.run_id, latest.dagster_event.partition) == (materialized[0].run_id, "2025-08-05")
+    # The check planned in the same batch as the asset was recorded, then evaluated, in every run.
+    checks = storage.get_asset_check_execution_history(dg.AssetCheckKey(key, "counted"), limit=1000)
+    assert {c.run_id for c in checks if c.status.value == "SUCCEEDED"} == {r.run_id for r in materialized}
 
     # A deleted run's database is closed and its events are gone; the others read as before.
     gone = materialized[0].run_id
