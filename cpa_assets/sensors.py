@@ -153,6 +153,7 @@ def usage_events_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
     for dead in orphaned_stream_runs(context.instance):
         context.instance.report_run_failed(dead, "its worker process is gone (killed, or the machine restarted); running it again")
         reruns.append(rerun_request(dead))
+
     def plan(cursor):
         return plan_stream_run(cursor, listing_of(lake), lambda name: event_dates(lake.events_dir() / name))
 

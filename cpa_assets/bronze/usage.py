@@ -273,8 +273,8 @@ def bronze_usage_events(
         compacted = lake.compact_partitions(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", touched)
         context.log.info(f"bronze usage_events: {len(added)} files appended to {len(touched)} dates, {len(compacted)} compacted")
         # The rows held before and the rows just added: what the dates hold now, without reading them again.
-        stored = held.where(F.col("event_date").between(dates[0], dates[-1])).select("event_date").unionByName(
-            written.select("event_date"))
+        stored = held.select("event_date").unionByName(written.select("event_date")).where(
+            F.col("event_date").between(dates[0], dates[-1]))
     else:
         events, _, _ = landing_events(session, files)
         chosen = events.where(F.col("event_date").between(dates[0], dates[-1]))
