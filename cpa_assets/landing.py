@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 from pathlib import Path
 
 import dagster as dg
 
+from cpa_assets.event_time import line_dates
 from cpa_assets.partitions import event_date_partitions
 
 
 def event_dates(path: Path) -> set[str]:
-    """The event dates (UTC, `YYYY-MM-DD`) of the parseable lines of one events file that fall inside
-    the partitions; lines bronze will reject add nothing."""
+    """The event dates (the UTC date of each timestamp, as bronze stores it) of one events file's
+    lines that fall inside the partitions; lines bronze will reject add nothing."""
     first = event_date_partitions.get_first_partition_key()
     last = event_date_partitions.get_last_partition_key()
     dates: set[str] = set()
     with path.open("rb") as handle:
         for line in handle:
-            try:
-                stamp = json.loads(line).get("timestamp")
-            except (ValueError, AttributeError):
-                continue
-            day = stamp[:10] if isinstance(stamp, str) else None
-            if day and first <= day <= last:
-                dates.add(day)
+            dates |= {day for day in line_dates(line) if first <= day <= last}
     return dates
 
 

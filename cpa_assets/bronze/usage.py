@@ -7,10 +7,11 @@ from pathlib import Path
 import dagster as dg
 import pandera.pyspark as pa
 import pyspark.sql.types as T
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.event_time import BLANK_LINE_PATTERN, is_blank, spark_timestamp
 from cpa_assets.partitions import bookkeeping_last, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
 from cpa_resources import LakeResource, SparkResource
@@ -56,7 +57,9 @@ REJECT_SCHEMA = T.StructType(
     [
         T.StructField("source_file", T.StringType(), False),
         T.StructField("line_no", T.IntegerType(), False),
-        T.StructField("raw_line", T.StringType(), False),
+        # The line as text; null when its bytes are not UTF-8, which `raw_base64` then holds exactly.
+        T.StructField("raw_line", T.StringType()),
+        T.StructField("raw_base64", T.StringType()),
         T.StructField("reason", T.StringType(), False),
         T.StructField("ingest_ts", T.TimestampType(), False),
     ]
@@ -78,9 +81,11 @@ class BronzeUsageEvent(pa.DataFrameModel):
 class BronzeReject(pa.DataFrameModel):
     source_file: T.StringType() = pa.Field(nullable=False)
     line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
-    raw_line: T.StringType() = pa.Field(nullable=False)
+    raw_line: T.StringType() = pa.Field(nullable=True)
+    raw_base64: T.StringType() = pa.Field(nullable=True)
     reason: T.StringType() = pa.Field(
-        nullable=False, str_matches=r"^(malformed_json|missing_event_id|bad_timestamp|bad_number:.+|event_date_out_of_range)$"
+        nullable=False,
+        str_matches=r"^(invalid_utf8|malformed_json|missing_event_id|bad_timestamp|bad_number:.+|event_date_out_of_range)$",
     )
 
 
@@ -93,22 +98,38 @@ class BronzeDuplicate(pa.DataFrameModel):
 
 
 def read_event_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
-    """One row per non-blank line: file name, 1-based line number, raw text and delivery time."""
+    """One row per non-blank line: file name, 1-based line number, the line as text (null when its
+    bytes are not UTF-8), those bytes in base64 when they are not, and delivery time."""
     if not files:
-        schema = "source_file string, line_no int, raw_line string, ingest_ts timestamp"
+        schema = "source_file string, line_no int, raw_line string, raw_base64 string, ingest_ts timestamp"
         return spark.createDataFrame([], schema)
     # A whole file per row keeps each line's position, which decides which duplicate arrived first.
+    # Spark reads the bytes as they are; its `split` would decode them, so a file that is not UTF-8
+    # is split on its newline bytes instead.
+    text = F.col("value")
+    pieces = F.when(F.is_valid_utf8(text), F.split(text, "\n")).otherwise(_split_bytes(text))
     whole = spark.read.text([str(f) for f in files], wholetext=True).select(
         F.col("_metadata.file_name").alias("source_file"),
         F.col("_metadata.file_modification_time").alias("ingest_ts"),
-        F.posexplode(F.split("value", "\n")).alias("pos", "raw_line"),
+        F.posexplode(pieces).alias("pos", "piece"),
     )
-    return whole.select(
+    valid = F.is_valid_utf8("piece")
+    lines = whole.select(
         "source_file",
         (F.col("pos") + 1).cast("int").alias("line_no"),
-        F.regexp_replace("raw_line", "\r$", "").alias("raw_line"),
+        F.when(valid, F.regexp_replace("piece", "\r$", "")).alias("raw_line"),
+        # Spark's base64 breaks its output into MIME lines; the bytes are one unbroken string here.
+        F.when(~valid, F.translate(F.base64(F.col("piece").cast("binary")), "\r\n", "")).alias("raw_base64"),
         "ingest_ts",
-    ).where(F.trim("raw_line") != "")
+    )
+    return lines.where(F.col("raw_base64").isNotNull() | ~F.col("raw_line").rlike(BLANK_LINE_PATTERN))
+
+
+def _split_bytes(text: Column) -> Column:
+    """The lines of a text whose bytes may not be UTF-8, byte for byte: as hex with a space after
+    every byte, a newline byte is exactly an aligned `0A `."""
+    spaced = F.regexp_replace(F.hex(text.cast("binary")), "(..)", "$1 ")
+    return F.transform(F.split(spaced, "0A "), lambda piece: F.unhex(F.regexp_replace(piece, " ", "")).cast("string"))
 
 
 def _number(raw: str, dtype: T.DataType) -> F.Column:
@@ -136,17 +157,19 @@ def parse_events(lines: DataFrame, first_date: str, last_date: str) -> DataFrame
         "source_file",
         "line_no",
         "raw_line",
+        "raw_base64",
         "ingest_ts",
         F.col("j._corrupt").alias("_corrupt"),
         F.col("j").isNull().alias("_no_object"),
         F.trim("j.event_id").alias("event_id"),
-        F.col("j.timestamp").try_cast("timestamp").alias("timestamp"),
+        spark_timestamp(F.col("j.timestamp")).alias("timestamp"),
         *[F.col(f"j.{name}").alias(name) for name in TEXT_FIELDS if name not in ("event_id", "timestamp")],
         *[_number(name, dtype).alias(name) for name, dtype in NUMBER_FIELDS.items()],
         bad_numbers.alias("_bad_numbers"),
     ).withColumn("event_date", F.to_date("timestamp"))
     reason = (
-        F.when(F.col("_no_object") | F.col("_corrupt").isNotNull(), "malformed_json")
+        F.when(F.col("raw_base64").isNotNull(), "invalid_utf8")
+        .when(F.col("_no_object") | F.col("_corrupt").isNotNull(), "malformed_json")
         .when(F.col("event_id").isNull() | (F.col("event_id") == ""), "missing_event_id")
         .when(F.col("timestamp").isNull(), "bad_timestamp")
         .when(F.col("_bad_numbers") != "", F.concat(F.lit("bad_number:"), F.col("_bad_numbers")))
@@ -304,7 +327,7 @@ def bronze_usage_events(
 
 def _count_lines(path: Path) -> int:
     with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+        return sum(1 for line in handle if not is_blank(line))
 
 
 @dg.multi_asset(
