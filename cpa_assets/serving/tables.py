@@ -29,7 +29,9 @@ from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, TOP_SERVICES,
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 from cpa_resources import CassandraResource, LakeResource, SparkResource
 
-NOT_NAN = pap.Check(lambda v: not (isinstance(v, float) and math.isnan(v)), element_wise=True, name="not_nan")
+NOT_NAN = pap.Check(
+    lambda v: not (isinstance(v, float) and math.isnan(v)), element_wise=True, ignore_na=False, name="not_nan"
+)
 
 # A serving step rides out a short Cassandra outage (a restart takes 5–10 s) by retrying with
 # backoff (2, 4, 8, 16, 32 s); a longer one fails the run, which the usage sensor runs again.
