@@ -13,7 +13,7 @@ export JAVA_HOME := $(or $(CPA_JAVA_HOME),$(JAVA17),$(JAVA_HOME))
 export CPA_JAVA_HOME := $(JAVA_HOME)
 export PATH := $(JAVA_HOME)/bin:$(PATH)
 
-.PHONY: setup run test bench bench-freshness cassandra-start cassandra-stop clean
+.PHONY: setup run test bench bench-freshness bench-faults cassandra-start cassandra-stop clean
 
 setup: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
@@ -42,6 +42,9 @@ bench: setup
 
 bench-freshness: setup
 	$(BIN)/python bench/freshness.py
+
+bench-faults: setup
+	$(BIN)/python bench/faults.py
 
 cassandra-stop:
 	@$(BIN)/cpa cassandra stop
