@@ -30,7 +30,11 @@ import dagster as dg
 from cpa_assets.bronze.usage import DUPLICATES, FILE_COUNTS, REJECTS, bronze_usage_events, delivered_files, usage_events_ledger
 from cpa_assets.jobs import usage_stream_job
 from cpa_assets.landing import event_dates
-from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS
+from cpa_assets.gold.anomalies import cost_anomalies
+from cpa_assets.gold.genai import genai_tokens_by_org_date
+from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
+from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS, event_date_partitions
+from cpa_assets.serving.tables import serving_assets
 from cpa_assets.silver.usage import silver_usage_events
 from cpa_resources import LakeResource
 
@@ -54,6 +58,14 @@ REPAIR_BACKOFF_SECONDS = (5, 10, 20, 30)
 # run was deleted or cancelled by hand), is planned again.
 PENDING_TIMEOUT_SECONDS = 900
 FAILED_RUNS_PER_TICK = 50
+
+# A stream run's assets: the job less the org and resource snapshots, which the batch schedules keep.
+STREAM_ASSETS = [
+    *bronze_usage_events.keys, *usage_events_ledger.keys, *silver_usage_events.keys,
+    *[key for assets in (org_daily_usage_by_service, org_top_services_14d, genai_tokens_by_org_date, cost_anomalies)
+      for key in assets.keys],
+    *[assets.key for assets in serving_assets if assets.partitions_def is event_date_partitions],
+]
 
 
 @dataclass(frozen=True, order=True)
@@ -92,6 +104,8 @@ class Tick:
     queued: bool = False
     idle: bool = True
     now: float = 0.0
+    # A fresh lake has no org or resource snapshot yet: the run loads them first.
+    snapshots_missing: bool = False
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -175,7 +189,8 @@ def plan_stream_run(
         silver_usage_events.node_def.name: {"config": {"appended": appended}},
         usage_events_ledger.op.name: {"config": planned},
     }}
-    return dg.RunRequest(**request_args, run_config=run_config), json.dumps(state, sort_keys=True)
+    selection = None if tick.snapshots_missing else STREAM_ASSETS
+    return dg.RunRequest(**request_args, asset_selection=selection, run_config=run_config), json.dumps(state, sort_keys=True)
 
 
 def listing_of(lake: LakeResource) -> list[Delivered]:
@@ -275,7 +290,8 @@ def usage_events_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
     failed = failed_stream_runs(instance, state.get("repaired_through", 0.0))
 
     def plan(cursor):
-        tick = Tick(listing_of(lake), ledger_of(lake), failed, queued, not (queued or going), time.time())
+        tick = Tick(listing_of(lake), ledger_of(lake), failed, queued, not (queued or going), time.time(),
+                    snapshots_missing=not all(lake.path("bronze", t).exists() for t in ("customers_orgs", "resources")))
         return plan_stream_run(cursor, tick, lambda name: event_dates(lake.events_dir() / name))
 
     request, cursor = plan(context.cursor)

@@ -88,6 +88,11 @@ def test_killed_before_its_run_starts_the_file_still_reaches_cassandra(tmp_path,
         healed = time.monotonic() - back
         deliver(third, stream)
         wait_for(lambda: _succeeded(instance, third.name), 300, f"the stream run for {third.name}")
+        # The sensor selects a stream run's assets: their checks run with them.
+        checks = {e.dagster_event.asset_check_evaluation_data.asset_check_key.to_user_string()
+                  for e in instance.all_logs(runs_for_file(instance, third.name)[0].run_id,
+                                             of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)}
+        assert {"silver/usage_events:conservation", "bronze/usage_events_file_counts:conservation"} <= checks
     finally:
         stack.stop()
     print(f"run left {left.value} by the kill; served {healed:.0f} s after the stack was back")

@@ -23,8 +23,8 @@ DATES = {"a.jsonl": {"2025-07-10", "2025-07-20"}, "b.jsonl": {"2025-07-01"}, "c.
 NOW = 1_000_000.0
 
 
-def plan(cursor, *files, ledger=None, failed=(), queued=False, now=NOW, idle=True):
-    tick = Tick(list(files), ledger or {}, list(failed), queued, idle, now)
+def plan(cursor, *files, ledger=None, failed=(), queued=False, now=NOW, idle=True, fresh=False):
+    tick = Tick(list(files), ledger or {}, list(failed), queued, idle, now, snapshots_missing=fresh)
     return plan_stream_run(cursor, tick, lambda name: DATES.get(name, {"2025-07-15"}))
 
 
@@ -52,6 +52,17 @@ def test_first_file_plans_its_dates_and_the_windows_that_read_them():
     assert (request.tags[START], request.tags[END]) == ("2025-07-10", "2025-07-20")
     assert files_of(request) == ["a.jsonl"]
     assert json.loads(cursor)["pending"] == {"a.jsonl": [10, 1, NOW]}
+
+
+def test_a_stream_run_on_a_fresh_lake_loads_the_snapshots_silver_joins_with():
+    usual, _ = plan(None, A)
+    keys = {key.to_user_string() for key in usual.asset_selection}
+    assert "bronze/usage_events" in keys and "cassandra/org_daily_usage_by_service" in keys
+    assert not keys & {"bronze/customers_orgs", "bronze/resources", "cassandra/tickets_by_org_date"}
+    fresh, _ = plan(None, A, fresh=True)
+    assert fresh.asset_selection is None  # the whole job, the org and resource snapshots included
+    job = build_definitions().resolve_job_def("usage_stream")
+    assert {"bronze/customers_orgs", "bronze/resources"} <= {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
 
 
 def test_a_file_in_flight_or_in_the_ledger_is_not_planned_again():
