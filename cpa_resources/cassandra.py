@@ -73,13 +73,15 @@ class CassandraResource(dg.ConfigurableResource):
         auth = None
         if self.password:
             auth = PlainTextAuthProvider(self.username or "token", self.password)
+        consistency = ConsistencyLevel.name_to_value[self.consistency.upper()]
         if self.secure_connect_bundle:
-            return Cluster(cloud={"secure_connect_bundle": self.secure_connect_bundle}, auth_provider=auth)
+            return Cluster(cloud={"secure_connect_bundle": self.secure_connect_bundle}, auth_provider=auth,
+                           execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(consistency_level=consistency)})
         hosts = [h.strip() for h in self.hosts.split(",") if h.strip()]
         profile = ExecutionProfile(
             load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
             request_timeout=60,
-            consistency_level=ConsistencyLevel.name_to_value[self.consistency.upper()],
+            consistency_level=consistency,
         )
         return Cluster(
             hosts,
