@@ -23,7 +23,11 @@ def _cluster(args: argparse.Namespace) -> int:
     from cpa_resources import local_cluster
 
     if args.action == "start":
-        local_cluster.start()
+        try:
+            local_cluster.start()
+        except RuntimeError as problem:  # addresses taken, a process that died at start: say why, no traceback
+            print(f"cpa cluster start: {problem}", file=sys.stderr)
+            return 1
     elif args.action == "stop":
         local_cluster.stop()
     else:
