@@ -274,11 +274,16 @@ def collisions(cluster: LoopbackCluster) -> list[str]:
 
 
 def _joined(seed: Node, node: Node) -> bool:
-    """The seed lists the node as a peer with its token: it is part of the ring."""
+    """The seed lists the node as a peer with its token (it is part of the ring), and both hold the
+    same schema: a node back from a crash has pulled the tables created while it was down."""
     if node == seed:
         return True
-    rows = local_cassandra.cql_rows(seed.host, seed.native_port, "SELECT peer, tokens FROM system.peers_v2")
-    return any(str(row.peer) == node.host and row.tokens for row in rows or [])
+    peers = local_cassandra.cql_rows(seed.host, seed.native_port, "SELECT peer, tokens FROM system.peers_v2")
+    if not any(str(row.peer) == node.host and row.tokens for row in peers or []):
+        return False
+    versions = [local_cassandra.cql_rows(n.host, n.native_port, "SELECT schema_version FROM system.local")
+                for n in (seed, node)]
+    return all(versions) and versions[0][0].schema_version == versions[1][0].schema_version
 
 
 def start_node(node: Node, seed: Node, timeout: float = 240) -> None:
