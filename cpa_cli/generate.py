@@ -21,6 +21,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from cpa_assets import contract
+
 DEFAULT_START = date(2025, 7, 3)
 HISTORY_DAYS = 60  # orgs sign up and resources appear during the 60 days before the window
 WARMUP_DAYS = 14  # anomaly detectors need this much history before a labelled spike
@@ -45,38 +47,36 @@ COLUMNS = {
                               "clicked", "converted"),
     "nps_surveys.csv": ("org_id", "survey_date", "nps_score", "comment"),
 }
-UNITS = {"requests": "count", "cpu_hours": "hours", "storage_gb_hours": "gb_hours"}
+UNITS = contract.UNIT_BY_METRIC
 
-# Value sets and frequencies observed in the course dataset. A value outside these sets is
-# DM-02 material; DOCUMENTED_VALUES below lists them per column.
-INDUSTRIES = (("Gaming", 12), ("Education", 10), ("Manufacturing", 10), ("Retail", 9),
-              ("Government", 9), ("Healthcare", 8), ("Fintech", 7), ("E-commerce", 6),
-              ("Energy", 5), ("Media", 4))
-REGIONS = (("ap-northeast", 72), ("us-east", 69), ("us-west", 61), ("sa-east", 57),
-           ("ap-south", 55), ("eu-west", 46), ("eu-central", 40))
-PLAN_TIERS = (("standard", 41), ("pro", 21), ("enterprise", 10), ("free", 8))
-SALES_REPS = (("rep_a", 1), ("rep_b", 1), ("rep_c", 1), ("rep_d", 1), ("rep_e", 1))
-LIFECYCLE_STAGES = (("active", 54), ("at_risk", 11), ("churned", 6), ("prospect", 6),
-                    ("lead", 3))
-MARKETING_SOURCES = (("event", 21), ("organic", 17), ("partner", 16), ("ads", 14),
-                     ("referral", 12))
-ROLES = (("data_engineer", 201), ("devops", 162), ("developer", 130), ("analyst", 113),
-         ("ml_engineer", 105), ("admin", 89))
-SERVICES = (("compute", 116), ("storage", 71), ("database", 68), ("networking", 64),
-            ("analytics", 42), ("genai", 39))
+
+def _weighted(values: tuple, weights: tuple) -> tuple:
+    """The contract's values with the frequencies observed in the course dataset."""
+    assert len(values) == len(weights)
+    return tuple(zip(values, weights))
+
+
+# Every categorical column draws from its contract set (cpa_assets/contract.py); a value outside
+# it is DM-02 material.
+INDUSTRIES = _weighted(contract.INDUSTRIES, (12, 10, 10, 9, 9, 8, 7, 6, 5, 4))
+REGIONS = _weighted(contract.REGIONS, (72, 69, 61, 57, 55, 46, 40))
+PLAN_TIERS = _weighted(contract.PLAN_TIERS, (41, 21, 10, 8))
+SALES_REPS = _weighted(contract.SALES_REPS, (1, 1, 1, 1, 1))
+LIFECYCLE_STAGES = _weighted(contract.LIFECYCLE_STAGES, (54, 11, 6, 6, 3))
+MARKETING_SOURCES = _weighted(contract.MARKETING_SOURCES, (21, 17, 16, 14, 12))
+ROLES = _weighted(contract.ROLES, (201, 162, 130, 113, 105, 89))
+SERVICES = _weighted(contract.SERVICES, (116, 71, 68, 64, 42, 39))
 # Running resources report every metric daily, stopped ones only keep storage, terminated
 # ones are silent: 0.5 * 3 + 0.3 events per resource-day gives the real 720 events a day.
-STATES = (("running", 5), ("stopped", 3), ("terminated", 2))
+STATES = _weighted(contract.RESOURCE_STATES, (5, 3, 2))
 TAGS = ("env:dev", "env:prod", "team:ml", "team:core", "pii:true", "costcenter:alpha",
         "costcenter:beta", "backup:daily")
-CURRENCIES = (("USD", 67), ("ARS", 21), ("EUR", 12))
-TICKET_CATEGORIES = (("integration", 1), ("billing", 1), ("availability", 1),
-                     ("usability", 1), ("performance", 1), ("security", 1))
-SEVERITIES = (("low", 412), ("medium", 328), ("high", 204), ("critical", 56))
+CURRENCIES = _weighted(contract.CURRENCIES, (67, 21, 12))
+TICKET_CATEGORIES = _weighted(contract.TICKET_CATEGORIES, (1, 1, 1, 1, 1, 1))
+SEVERITIES = _weighted(contract.SEVERITIES, (412, 328, 204, 56))
 CSAT = ((1, 45), (2, 127), (3, 242), (4, 197), (5, 95))
-CAMPAIGNS = (("upgrade_enterprise", 1), ("webinar_finops", 1), ("genai_launch", 1),
-             ("welcome", 1), ("upgrade_pro", 1), ("security_week", 1))
-CHANNELS = (("event", 1), ("email", 1), ("ads", 1), ("in_app", 1))
+CAMPAIGNS = _weighted(contract.CAMPAIGNS, (1, 1, 1, 1, 1, 1))
+CHANNELS = _weighted(contract.CHANNELS, (1, 1, 1, 1))
 COMMENTS = (("Missing features", 20), ("Love genAI features", 14), ("Complex billing", 13),
             ("Stable but slow", 13), ("Too expensive", 12), ("Great support", 10))
 ORG_NAME_HEADS = ("Nimbus", "Nova", "Gamma", "Apex", "Delta", "Omega", "Alpha", "Vertex",
@@ -97,20 +97,11 @@ MIN_ANOMALY_BASE_USD = 1.0  # below this a several-fold spike is lost in roundin
 ALPHABET = string.ascii_lowercase + string.digits
 
 
+DOCUMENTED_VALUES = contract.DOCUMENTED_VALUES
+
+
 def _values(weighted: tuple) -> tuple:
     return tuple(value for value, _ in weighted)
-
-
-DOCUMENTED_VALUES = {
-    "industry": _values(INDUSTRIES), "hq_region": _values(REGIONS),
-    "plan_tier": _values(PLAN_TIERS), "sales_rep": _values(SALES_REPS),
-    "lifecycle_stage": _values(LIFECYCLE_STAGES),
-    "marketing_source": _values(MARKETING_SOURCES), "role": _values(ROLES),
-    "service": _values(SERVICES), "region": _values(REGIONS), "state": _values(STATES),
-    "currency": _values(CURRENCIES), "category": _values(TICKET_CATEGORIES),
-    "severity": _values(SEVERITIES), "campaign": _values(CAMPAIGNS),
-    "channel": _values(CHANNELS), "metric": tuple(UNITS), "unit": tuple(UNITS.values()),
-}
 
 
 # --------------------------------------------------------------------------- world state

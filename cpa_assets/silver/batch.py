@@ -14,9 +14,9 @@ from pyspark.sql import functions as F
 
 from cpa_assets.bronze.batch import SOURCES_BY_TABLE, CsvSource, bronze_key, read_bronze
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.contract import DOCUMENTED_VALUES
 from cpa_assets.preview import markdown_preview
 from cpa_assets.subsets import selected_results
-from cpa_cli.generate import DOCUMENTED_VALUES
 from cpa_resources import LakeResource, SparkResource
 
 LINEAGE = ("row_no", "source_file", "ingest_ts")

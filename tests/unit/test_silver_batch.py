@@ -15,7 +15,7 @@ from cpa_assets.silver.batch import (
     split_silver,
     with_dq,
 )
-from cpa_cli.generate import DOCUMENTED_VALUES
+from cpa_assets.contract import DOCUMENTED_VALUES
 from cpa_resources import LakeResource
 
 INGEST_TS = dt.datetime(2025, 9, 1, 8)
