@@ -20,7 +20,7 @@ def _cassandra(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cpa_cli import ask, backfill, evaluate, generate, replay
+    from cpa_cli import ask, backfill, calendar_env, evaluate, generate, replay
 
     parser = argparse.ArgumentParser(prog="cpa", description="Cloud Provider Analytics pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,6 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     back = commands.add_parser("backfill", help="materialise every asset for every event date in landing")
     backfill.add_arguments(back)
     back.set_defaults(handler=backfill.run)
+
+    bounds = commands.add_parser("calendar", help="print the partition bounds that fit the landing data, as export lines")
+    calendar_env.add_arguments(bounds)
+    bounds.set_defaults(handler=calendar_env.run)
 
     judge = commands.add_parser("evaluate", help="measure the cost-anomaly detectors on generated labelled spikes")
     evaluate.add_arguments(judge)
