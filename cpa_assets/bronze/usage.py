@@ -62,6 +62,23 @@ REJECT_SCHEMA = T.StructType(
     ]
 )
 
+# The ledger's other two tables, as written (for the UI's column schema).
+DUPLICATE_SCHEMA = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("source_file", T.StringType(), False),
+        T.StructField("line_no", T.IntegerType(), False),
+        T.StructField("kept_source_file", T.StringType(), False),
+        T.StructField("kept_line_no", T.IntegerType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("ingest_ts", T.TimestampType(), False),
+    ]
+)
+FILE_COUNTS_SCHEMA = T.StructType(
+    [T.StructField("source_file", T.StringType(), False)]
+    + [T.StructField(name, T.LongType(), False) for name in ("lines_read", "bronze_rows", "rejects", "duplicates")]
+)
+
 
 class BronzeUsageEvent(pa.DataFrameModel):
     event_id: T.StringType() = pa.Field(nullable=False, str_length={"min_value": 1})
