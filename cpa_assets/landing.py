@@ -26,7 +26,7 @@ def event_dates(path: Path) -> set[str]:
                 stamp = json.loads(line).get("timestamp")
             except (ValueError, AttributeError):
                 continue
-            day = stamp[:10] if isinstance(stamp, str) else None
+            day = _valid_day(stamp)  # "2025-07-32" is no date (bronze rejects it as bad_timestamp)
             if day and first <= day <= last:
                 dates.add(day)
     return dates

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import dagster as dg
 import pyspark.sql.types as T
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from cpa_assets.preview import PREVIEW_ROWS, markdown_table
@@ -124,9 +124,9 @@ def with_definition_metadata(assets: list, lake, cassandra) -> list:
     return dg.map_asset_specs(add, assets)
 
 
-def previews_by_date(rows: DataFrame, date_column: str, order: list[str] | None = None) -> dict[str, str]:
+def previews_by_date(rows: DataFrame, date_column: str, order: list | None = None) -> dict[str, str]:
     """The first PREVIEW_ROWS rows of every date as a markdown table, in one Spark job."""
-    ordering = [F.col(c) for c in (order or [c for c in rows.columns if c != date_column][:2])]
+    ordering = [c if isinstance(c, Column) else F.col(c) for c in (order or [c for c in rows.columns if c != date_column][:2])]
     window = Window.partitionBy(date_column).orderBy(*ordering)
     sample = rows.withColumn("_n", F.row_number().over(window)).where(F.col("_n") <= PREVIEW_ROWS).toPandas()
     return {
@@ -152,7 +152,7 @@ def partition_metadata(
     date_column: str,
     counts: Mapping[str, int] | None = None,
     extra: Mapping[str, Mapping] | None = None,
-    order: list[str] | None = None,
+    order: list | None = None,
 ) -> dict[str, int]:
     """Give each date of the run its own row count and preview (and `extra[date]`), over the
     step's metadata for the range. `rows`: the rows to preview (None: no preview); `counts`: each
@@ -166,3 +166,16 @@ def partition_metadata(
             metadata["preview"] = dg.MetadataValue.md(previews.get(key, "_no rows_"))
         context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=key)
     return dict(counts)
+
+
+def chart_metadata(context: dg.AssetExecutionContext, asset_key: dg.AssetKey, png: bytes, title: str) -> None:
+    """A chart of the run's dates on the materialisation of its last date, the one the asset's page
+    shows as the latest (on every date it would store the same image 60 times a run)."""
+    from cpa_assets.charts import markdown_image
+
+    context.add_asset_metadata(
+        {"chart": dg.MetadataValue.md(f"**{title}**, {context.partition_keys[0]} … {context.partition_keys[-1]}\n\n"
+                                      + markdown_image(png, title))},
+        asset_key=asset_key,
+        partition_key=context.partition_keys[-1],
+    )

@@ -11,6 +11,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.metadata import partition_metadata
 from cpa_assets.partitions import bookkeeping_last, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
 from cpa_resources import LakeResource, SparkResource
@@ -301,6 +302,7 @@ def bronze_usage_events(
     # The schema check and the preview read the rows this run wrote; the counts cover its dates.
     per_date = {str(r[0]): r[1] for r in stored.groupBy("event_date").count().collect()}
     rows = sum(per_date.values())
+    partition_metadata(context, BRONZE_EVENTS, written, "event_date", counts=per_date)
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
