@@ -20,7 +20,7 @@ def _cassandra(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cpa_cli import ask, backfill, calendar_env, evaluate, generate, replay
+    from cpa_cli import ask, backfill, calendar_env, evaluate, generate, replay, report
 
     parser = argparse.ArgumentParser(prog="cpa", description="Cloud Provider Analytics pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     deliver = commands.add_parser("replay", help="deliver event files one by one, atomically, at a given rate")
     replay.add_arguments(deliver)
     deliver.set_defaults(handler=replay.run)
+
+    page = commands.add_parser("report", help="write one HTML page with the answers P1–P6 and their charts")
+    report.add_arguments(page)
+    page.set_defaults(handler=report.run)
 
     question = commands.add_parser("ask", help="answer a serving question from Cassandra")
     ask.add_arguments(question)
