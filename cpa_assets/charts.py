@@ -52,7 +52,8 @@ def daily_cost_per_service(daily: pd.DataFrame, title: str = "P1 daily cost per 
         index="usage_date", columns="service", values="daily_cost_usd", aggfunc="sum"
     )
     fig, ax = plt.subplots(figsize=SIZE)
-    table.plot(ax=ax, linewidth=1.5)
+    for service in table.columns:
+        ax.plot(table.index, table[service], linewidth=1.5, label=service)
     ax.set_title(title)
     ax.set_xlabel("usage_date")
     ax.set_ylabel("USD")
@@ -77,7 +78,7 @@ def cost_with_anomalies(cells: pd.DataFrame, title: str = "P6 daily cost of ever
     ax.set_title(title)
     ax.set_xlabel("usage_date")
     ax.set_ylabel("daily_cost_usd (log)")
-    ax.legend(fontsize="small", loc="upper left")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -89,7 +90,11 @@ def quarantine_by_rule(counts: pd.DataFrame, title: str = "Quarantined usage eve
     table = counts.pivot_table(index="event_date", columns="dq_rule", values="rows", aggfunc="sum", fill_value=0)
     table.index = pd.to_datetime(table.index).strftime("%m-%d")
     fig, ax = plt.subplots(figsize=SIZE)
-    table.plot.bar(ax=ax, stacked=True, width=0.85)
+    bottom = pd.Series(0, index=table.index)
+    for rule in table.columns:
+        ax.bar(range(len(table)), table[rule], bottom=bottom, width=0.85, label=rule)
+        bottom = bottom + table[rule]
+    ax.legend(title="dq_rule", fontsize="small")
     ax.set_title(title)
     ax.set_xlabel("event_date")
     ax.set_ylabel("rows")
@@ -105,7 +110,9 @@ def line_chart(frame: pd.DataFrame, x: str, columns: list[str], title: str, ylab
         return _empty(title)
     data = frame.assign(**{x: pd.to_datetime(frame[x])}).set_index(x)[columns]
     fig, ax = plt.subplots(figsize=SIZE)
-    data.plot(ax=ax, linewidth=1.5)
+    for column in columns:
+        ax.plot(data.index, data[column], linewidth=1.5, label=column)
+    ax.legend(fontsize="small")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
