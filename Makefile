@@ -13,7 +13,7 @@ export JAVA_HOME := $(or $(CPA_JAVA_HOME),$(JAVA17),$(JAVA_HOME))
 export CPA_JAVA_HOME := $(JAVA_HOME)
 export PATH := $(JAVA_HOME)/bin:$(PATH)
 
-.PHONY: setup run test bench bench-freshness cassandra-start cassandra-stop clean
+.PHONY: setup run test bench bench-freshness bench-faults bench-idle cassandra-start cassandra-stop clean
 
 setup: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
@@ -43,6 +43,12 @@ bench: setup
 
 bench-freshness: setup
 	$(BIN)/python bench/freshness.py
+
+bench-faults: setup
+	$(BIN)/python bench/faults.py
+
+bench-idle: setup
+	$(BIN)/python bench/idle.py
 
 cassandra-stop:
 	@$(BIN)/cpa cassandra stop

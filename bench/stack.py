@@ -29,7 +29,8 @@ def free_port() -> int:
 class LiveStack:
     """The Dagster webserver, daemon and code server of `make run`, as one process group."""
 
-    def __init__(self, home: Path, lake: Path, landing: Path, keyspace: str, log: Path | None = None):
+    def __init__(self, home: Path, lake: Path, landing: Path, keyspace: str, log: Path | None = None,
+                 env: dict[str, str] | None = None):
         self.home, self.port, self.process = home, free_port(), None
         self.log = log or home / "dg-dev.log"
         self.env = {
@@ -38,6 +39,7 @@ class LiveStack:
             "CPA_LAKE_DIR": str(lake),
             "CPA_LANDING_DIR": str(landing),
             "CPA_CASSANDRA_KEYSPACE": keyspace,
+            **(env or {}),
         }
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
@@ -110,3 +112,35 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
             return value
         time.sleep(interval)
     raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+
+
+class PrivateCassandra:
+    """A Cassandra server of its own (its folder, ports and a small heap) on 127.0.0.1, to stop and
+    start under a running stack without touching the server other tests use."""
+
+    def __init__(self, folder: Path, heap: str = "512M"):
+        self.port = free_port()
+        self.env = {
+            "CPA_CASSANDRA_DIR": str(folder),
+            "CPA_CASSANDRA_PORT": str(self.port),
+            "CPA_CASSANDRA_STORAGE_PORT": str(free_port()),
+            "CPA_CASSANDRA_JMX_PORT": "0",
+            "CPA_CASSANDRA_HEAP": heap,
+        }
+
+    def _call(self, action: str) -> None:
+        from cpa_resources import local_cassandra
+
+        with patch.dict(os.environ, self.env):
+            getattr(local_cassandra, action)()
+
+    def start(self) -> None:
+        self._call("start")
+
+    def stop(self) -> None:
+        self._call("stop")
+
+    def resource(self, keyspace: str):
+        from cpa_resources import CassandraResource
+
+        return CassandraResource(hosts="127.0.0.1", port=self.port, keyspace=keyspace)

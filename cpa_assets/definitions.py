@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cpa_assets.bronze.batch import bronze_csv_sources
+from cpa_assets.bronze.batch import bronze_csv_assets
 from cpa_assets.bronze.usage import bronze_usage_events, usage_events_ledger
 from cpa_assets.gold.anomalies import cost_anomalies
 from cpa_assets.gold.batch import batch_gold_assets
@@ -13,13 +13,13 @@ from cpa_assets.jobs import daily_batch_job, monthly_billing_job, usage_pipeline
 from cpa_assets.schedules import daily_batch_schedule, monthly_billing_schedule
 from cpa_assets.sensors import usage_events_sensor
 from cpa_assets.serving.tables import serving_assets
-from cpa_assets.silver.batch import silver_csv_sources
+from cpa_assets.silver.batch import silver_csv_assets
 from cpa_assets.silver.usage import silver_usage_events
 from cpa_resources import CassandraResource, LakeResource, SparkResource
 
 ASSETS = [
-    bronze_csv_sources,
-    silver_csv_sources,
+    *bronze_csv_assets,
+    *silver_csv_assets,
     bronze_usage_events,
     usage_events_ledger,
     silver_usage_events,

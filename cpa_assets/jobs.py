@@ -39,11 +39,18 @@ monthly_billing_job = dg.define_asset_job(
 
 ALL_SOURCES = (*DAILY_SOURCES, "billing_monthly")
 
+# The bronze snapshots that silver usage events join with (orgs and resources).
+STREAM_SNAPSHOTS = dg.AssetSelection.assets(
+    *[dg.AssetKey(["bronze", f"{table}{suffix}"]) for table in ("customers_orgs", "resources") for suffix in ("", "_rejects")]
+)
+USAGE_ASSETS = dg.AssetSelection.all() - snapshots(*ALL_SOURCES) - TICKET_MARTS - BILLING_MARTS
+
 # What a new usage-events file changes: bronze events and the ledger, then every usage mart and
-# table. The CSV snapshots it joins with are left as the batch schedules keep them.
+# table. The CSV snapshots it joins with are left as the batch schedules keep them; the job holds
+# the two that silver needs so that the first stream run on a fresh lake loads them itself.
 usage_stream_job = dg.define_asset_job(
     "usage_stream",
-    selection=dg.AssetSelection.all() - snapshots(*ALL_SOURCES) - TICKET_MARTS - BILLING_MARTS,
+    selection=USAGE_ASSETS | STREAM_SNAPSHOTS,
     description="A range of event dates from landing events to Cassandra, without the CSV snapshots (run by the sensor).",
     tags={"cpa/lake": "usage"},
 )

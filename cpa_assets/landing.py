@@ -4,31 +4,25 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import json
 from pathlib import Path
 
 import dagster as dg
 
+from cpa_assets.event_time import line_dates
 from cpa_assets.partitions import event_date_partitions
 
 CALENDAR_VARIABLES = ("CPA_FIRST_EVENT_DATE", "CPA_LAST_EVENT_DATE", "CPA_FIRST_TICKET_DATE", "CPA_FIRST_BILLING_MONTH")
 
 
 def event_dates(path: Path) -> set[str]:
-    """The event dates (UTC, `YYYY-MM-DD`) of the parseable lines of one events file that fall inside
-    the partitions; lines bronze will reject add nothing."""
+    """The event dates (the UTC date of each timestamp, as bronze stores it) of one events file's
+    lines that fall inside the partitions; lines bronze will reject add nothing."""
     first = event_date_partitions.get_first_partition_key()
     last = event_date_partitions.get_last_partition_key()
     dates: set[str] = set()
     with path.open("rb") as handle:
         for line in handle:
-            try:
-                stamp = json.loads(line).get("timestamp")
-            except (ValueError, AttributeError):
-                continue
-            day = _valid_day(stamp)  # "2025-07-32" is no date (bronze rejects it as bad_timestamp)
-            if day and first <= day <= last:
-                dates.add(day)
+            dates |= {day for day in line_dates(line) if first <= day <= last}
     return dates
 
 
@@ -75,12 +69,7 @@ def landing_calendar(landing: Path, events: list[Path], today: dt.date | None = 
     for path in events:
         with path.open("rb") as handle:
             for line in handle:
-                try:
-                    day = _valid_day(json.loads(line).get("timestamp"))
-                except (ValueError, AttributeError):
-                    continue
-                if day:
-                    days.add(day)
+                days |= line_dates(line)
     if not days:
         return {}
     tickets = _csv_days(landing / "support_tickets.csv", "created_at")

@@ -36,8 +36,32 @@ OWNERS = {
 CQL_TYPES = {"string": "text", "date": "date", "double": "double", "int": "int", "bigint": "bigint", "boolean": "boolean"}
 
 
-def column_schema(schema: T.StructType, type_names: Mapping[str, str] | None = None) -> dg.TableSchema:
-    """The UI's column table of a Spark schema: name, type and whether it may be null."""
+def ddl_schema(ddl: str) -> T.StructType:
+    """A flat Spark DDL schema ("name type, name type", as `createDataFrame` takes it) as a StructType,
+    without a SparkSession; every column nullable, as Spark makes them."""
+    fields, depth, current = [], 0, ""
+    for char in ddl + ",":
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            name, kind = current.strip().split(None, 1)
+            fields.append(T.StructField(name, _DDL_TYPES.get(kind.strip().lower()) or T.StringType()))
+            current = ""
+        else:
+            current += char
+    return T.StructType(fields)
+
+
+_DDL_TYPES = {
+    "string": T.StringType(), "long": T.LongType(), "bigint": T.LongType(), "int": T.IntegerType(),
+    "integer": T.IntegerType(), "double": T.DoubleType(), "date": T.DateType(), "timestamp": T.TimestampType(),
+    "boolean": T.BooleanType(),
+}
+
+
+def column_schema(schema: T.StructType | str, type_names: Mapping[str, str] | None = None) -> dg.TableSchema:
+    """The UI's column table of a Spark schema (or a flat DDL string): name, type and whether it may be null."""
+    if isinstance(schema, str):
+        schema = ddl_schema(schema)
     return dg.TableSchema(
         columns=[
             dg.TableColumn(

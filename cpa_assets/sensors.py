@@ -1,16 +1,20 @@
-"""The usage-events sensor: each newly delivered file becomes one run over the dates it changes.
+"""The usage-events sensor: each newly delivered file becomes one run over the dates it changes, and
+no failed run is left unrepaired.
 
 Files are not time-ordered, so there is no watermark: a file's own event dates decide the range,
-widened by the windows that read those dates (P2's 14 days, the anomaly baseline's 28).
+widened by the windows that read those dates (P2's 14 days, the anomaly baseline's 28). What was
+delivered lives where it belongs, in the landing ledger (`bronze/usage_events_file_counts`: each
+file with the size and modification time it was read with); the cursor holds only what is in
+flight, so it stays small whatever the number of files.
 
-Files usually arrive in name order: a run for files whose names sort after every file seen adds
+Files usually arrive in name order: a run for files whose names sort after every file known adds
 their events to bronze and silver (appends) and recomputes the gold dates they touch; any other
-run (a file named out of order or delivered again with new content, a backfill) recomputes its
-dates from all landing files.
+run (a file named out of order, a file rewritten in place, a repair) recomputes its dates from
+every landing file.
 
-A stream run whose worker process died (killed, or the machine went down) is run again, as a
-recompute of its range from all landing files, which repairs whatever the dead one left
-half-written."""
+A stream run that failed, whatever step it died in (a bad server, a killed process, a run that
+never started), is repaired by the next run over its range: the next file's run takes it in, or,
+when no file comes, a run of its own after a short backoff."""
 
 import datetime as dt
 import hashlib
@@ -18,21 +22,23 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
-from dagster._core.launcher import DefaultRunLauncher
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from cpa_assets.bronze.usage import DUPLICATES, FILE_COUNTS, REJECTS, bronze_usage_events, usage_events_ledger
+from cpa_assets.bronze.usage import DUPLICATES, FILE_COUNTS, REJECTS, bronze_usage_events, delivered_files, usage_events_ledger
 from cpa_assets.jobs import usage_stream_job
 from cpa_assets.landing import event_dates
-from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS
+from cpa_assets.gold.anomalies import cost_anomalies
+from cpa_assets.gold.genai import genai_tokens_by_org_date
+from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
+from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS, event_date_partitions
+from cpa_assets.serving.tables import serving_assets
 from cpa_assets.silver.usage import silver_usage_events
 from cpa_resources import LakeResource
 
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 WORKER_STARTED = "Started process for run (pid: "
 
 # A changed day D feeds P2 up to D+13 and anomaly baselines up to D+28.
@@ -45,6 +51,22 @@ DOWNSTREAM_DAYS = max(TOP_SERVICES_WINDOW_DAYS - 1, ANOMALY_BASELINE_DAYS)
 WAIT_FOR_FILES_SECONDS = float(os.environ.get("CPA_SENSOR_WAIT_SECONDS", "4"))
 WATCH_INTERVAL_SECONDS = 0.1
 
+# A failed run is repaired after 5 s, its repair (if it fails too) after 10 s, then 20 s, then
+# every 30 s: a server that comes back is served again within a minute, whatever the outage.
+REPAIR_BACKOFF_SECONDS = (5, 10, 20, 30)
+# A file planned this long ago that no run recorded, while no stream run is queued or going (its
+# run was deleted or cancelled by hand), is planned again.
+PENDING_TIMEOUT_SECONDS = 900
+FAILED_RUNS_PER_TICK = 50
+
+# A stream run's assets: the job less the org and resource snapshots, which the batch schedules keep.
+STREAM_ASSETS = [
+    *bronze_usage_events.keys, *usage_events_ledger.keys, *silver_usage_events.keys,
+    *[key for assets in (org_daily_usage_by_service, org_top_services_14d, genai_tokens_by_org_date, cost_anomalies)
+      for key in assets.keys],
+    *[assets.key for assets in serving_assets if assets.partitions_def is event_date_partitions],
+]
+
 
 @dataclass(frozen=True, order=True)
 class Delivered:
@@ -54,43 +76,121 @@ class Delivered:
     size: int
     mtime_ns: int
 
+    def planned(self) -> dict:
+        return {"name": self.name, "size": self.size, "mtime_ns": self.mtime_ns}
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A stream run that failed: what it covered, how many attempts it was, when it ended."""
+
+    run_id: str
+    files: tuple = ()
+    start: str | None = None
+    end: str | None = None
+    attempt: int = 1
+    ended_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass
+class Tick:
+    """What the sensor knows at one moment, besides its cursor: the folder, the ledger, the failed
+    runs not repaired yet (oldest first) and whether stream runs are queued or going."""
+
+    listing: list[Delivered]
+    ledger: dict[str, dict] = field(default_factory=dict)
+    failed: list[FailedRun] = field(default_factory=list)
+    queued: bool = False
+    idle: bool = True
+    now: float = 0.0
+    # A fresh lake has no org or resource snapshot yet: the run loads them first.
+    snapshots_missing: bool = False
+
+
+def backoff_seconds(attempt: int) -> float:
+    return REPAIR_BACKOFF_SECONDS[min(attempt, len(REPAIR_BACKOFF_SECONDS)) - 1]
+
+
+def _same(record: dict | list | None, f: Delivered) -> bool:
+    if isinstance(record, dict):
+        return (record.get("size"), record.get("mtime_ns")) == (f.size, f.mtime_ns)
+    return bool(record) and list(record[:2]) == [f.size, f.mtime_ns]
+
 
 def plan_stream_run(
-    cursor: str | None, listing: list[Delivered], dates_of: Callable[[str], set[str]]
+    cursor: str | None, tick: Tick, dates_of: Callable[[str], set[str]]
 ) -> tuple[dg.RunRequest | None, str]:
-    """(the run the new files need, the new cursor). Pure: the cursor remembers every file seen
-    (name, size, mtime) and the latest event date seen, so a file is planned exactly once and a
-    file re-delivered with new content is planned again."""
-    state = json.loads(cursor) if cursor else {"files": {}, "last_date": None}
-    new = sorted(f for f in listing if state["files"].get(f.name) != [f.size, f.mtime_ns])
-    if not new:
+    """(the run that the new files and the failed runs need, the new cursor). Pure.
+
+    A file is new when neither the ledger nor a run in flight (the cursor's `pending`) holds it
+    with its size and modification time: each delivery is planned once, a file rewritten in place
+    again. While a stream run waits in the queue nothing is planned, so files that arrive while a
+    run works are taken together by the next one."""
+    state = {"pending": {}, "repaired_through": 0.0, "last_date": None} | (json.loads(cursor) if cursor else {})
+    listed = {f.name: f for f in tick.listing}
+    pending = {
+        name: entry for name, entry in state["pending"].items()
+        if name in listed and not _same(tick.ledger.get(name), listed[name])
+        and not (tick.idle and tick.now - entry[2] > PENDING_TIMEOUT_SECONDS)
+    }
+    state["pending"] = pending
+    if tick.queued:
         return None, json.dumps(state, sort_keys=True)
-    # New names that sort after every file seen so far (the usual delivery) are appended; a late,
-    # out-of-order or re-delivered file makes the run recompute its dates from every file.
-    appended = [f.name for f in new] if state["files"] and new[0].name > max(state["files"]) else []
-    dates = set().union(*(dates_of(f.name) for f in new))
+    new = sorted(f for f in tick.listing if not _same(tick.ledger.get(f.name), f) and not _same(pending.get(f.name), f))
+    repairs = []
+    for run in tick.failed:
+        if run.updated_at <= state["repaired_through"]:
+            continue
+        if not new and tick.now - run.ended_at < backoff_seconds(run.attempt):
+            break  # later failures wait with it, so none is repaired twice
+        repairs.append(run)
+    if not new and not repairs:
+        return None, json.dumps(state, sort_keys=True)
+
+    known = set(tick.ledger) | set(pending)
+    # New names that sort after every file known (the usual delivery) are appended; a late,
+    # out-of-order or rewritten file, or a repair, makes the run recompute its dates from every file.
+    appended = [f.name for f in new] if known and new and not repairs and new[0].name > max(known) else []
+    dates = set().union(*(dates_of(f.name) for f in new)) if new else set()
+    for f in new:  # a file rewritten in place: the dates of its old content are recomputed too
+        old = tick.ledger.get(f.name) or {}
+        dates |= {str(old[key]) for key in ("first_date", "last_date") if old.get(key)}
+    ledger_last = [str(row["last_date"]) for row in tick.ledger.values() if row.get("last_date")]
+    state["last_date"] = max([*dates, *ledger_last, *([state["last_date"]] if state["last_date"] else [])], default=None)
     for f in new:
-        state["files"][f.name] = [f.size, f.mtime_ns]
-    run_key = hashlib.sha256(json.dumps([[f.name, f.size, f.mtime_ns] for f in new]).encode()).hexdigest()[:16]
-    tags = {"cpa/files": ",".join(f.name for f in new)[:200]}
-    # The run reads exactly the files listed now; one landing meanwhile is the next run's.
-    listed = {"files": sorted(f.name for f in listing)}
-    if not dates:
+        pending[f.name] = [f.size, f.mtime_ns, tick.now]
+    if repairs:
+        state["repaired_through"] = max(run.updated_at for run in repairs)
+
+    files = {entry["name"]: entry for run in repairs for entry in run.files} | {f.name: f.planned() for f in new}
+    identity = json.dumps([[f.name, f.size, f.mtime_ns] for f in new] + [run.run_id for run in repairs])
+    tags = {"cpa/files": ",".join(sorted(files))[:200],
+            "cpa/attempt": str(max([run.attempt for run in repairs], default=0) + 1)}
+    if repairs:
+        tags["cpa/repairs"] = ",".join(run.run_id for run in repairs)[:1000]
+    planned = {"files": sorted(files.values(), key=lambda entry: entry["name"])}
+    starts = [run.start for run in repairs if run.start] + ([min(dates)] if dates else [])
+    ends = [run.end for run in repairs if run.end]
+    if dates:
+        widened = (dt.date.fromisoformat(max(dates)) + dt.timedelta(days=DOWNSTREAM_DAYS)).isoformat()
+        ends.append(min(widened, state["last_date"]))
+    request_args = {"run_key": hashlib.sha256(identity.encode()).hexdigest()[:16], "tags": tags}
+    if not starts:
         # Nothing datable (an empty file, or only lines bronze rejects): the ledger still counts it.
         request = dg.RunRequest(
-            run_key=run_key, asset_selection=[REJECTS, DUPLICATES, FILE_COUNTS], tags=tags,
-            run_config={"ops": {usage_events_ledger.op.name: {"config": listed}}},
+            **request_args, asset_selection=[REJECTS, DUPLICATES, FILE_COUNTS],
+            run_config={"ops": {usage_events_ledger.op.name: {"config": planned}}},
         )
         return request, json.dumps(state, sort_keys=True)
-    state["last_date"] = max(dates | ({state["last_date"]} if state["last_date"] else set()))
-    widened = (dt.date.fromisoformat(max(dates)) + dt.timedelta(days=DOWNSTREAM_DAYS)).isoformat()
-    tags |= {ASSET_PARTITION_RANGE_START_TAG: min(dates), ASSET_PARTITION_RANGE_END_TAG: min(widened, state["last_date"])}
+    tags |= {RANGE_START: min(starts), RANGE_END: max(ends)}
     run_config = {"ops": {
-        bronze_usage_events.op.name: {"config": listed | {"appended": appended}},
+        bronze_usage_events.op.name: {"config": planned | {"appended": appended}},
         silver_usage_events.node_def.name: {"config": {"appended": appended}},
-        usage_events_ledger.op.name: {"config": listed},
+        usage_events_ledger.op.name: {"config": planned},
     }}
-    return dg.RunRequest(run_key=run_key, tags=tags, run_config=run_config), json.dumps(state, sort_keys=True)
+    selection = None if tick.snapshots_missing else STREAM_ASSETS
+    return dg.RunRequest(**request_args, asset_selection=selection, run_config=run_config), json.dumps(state, sort_keys=True)
 
 
 def listing_of(lake: LakeResource) -> list[Delivered]:
@@ -99,6 +199,23 @@ def listing_of(lake: LakeResource) -> list[Delivered]:
         stat = path.stat()
         files.append(Delivered(path.name, stat.st_size, stat.st_mtime_ns))
     return files
+
+
+_ledger_cache: dict[str, tuple[tuple, dict]] = {}
+
+
+def ledger_of(lake: LakeResource) -> dict[str, dict]:
+    """The landing ledger, read again only when it was replaced (a new folder, a new inode)."""
+    path = lake.path("bronze", "usage_events_file_counts")
+    try:
+        stat = path.stat()
+        version = (stat.st_ino, stat.st_mtime_ns)
+    except FileNotFoundError:
+        version = None
+    cached = _ledger_cache.get(str(path))
+    if version is None or cached is None or cached[0] != version:
+        _ledger_cache[str(path)] = (version, delivered_files(lake))
+    return _ledger_cache[str(path)][1]
 
 
 def process_gone(pid: int) -> bool:
@@ -114,52 +231,74 @@ def process_gone(pid: int) -> bool:
 
 def worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """The pid of the process the run launcher started for a run, from the run's engine events."""
-    for record in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+    for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         if record.message.startswith(WORKER_STARTED):
             return int(record.dagster_event.engine_event_data.metadata["pid"].value)
     return None
 
 
-def orphaned_stream_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
-    """Stream runs still marked started whose worker is gone. Dagster's default run launcher cannot
-    check a worker's health, so run monitoring alone would leave them started forever, holding
-    the one `cpa/lake` slot and every later file in the queue."""
-    if not isinstance(instance.run_launcher, DefaultRunLauncher):
+def orphaned_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
+    """Runs still marked started whose worker is gone (killed, out of memory, the machine went
+    down). Dagster's run launchers on one machine cannot check a worker's health, so run monitoring
+    alone would leave them started forever, holding a run slot and, for a stream run, every later
+    file in the queue. (Runs that never started are run monitoring's: see dagster.yaml.)"""
+    if not isinstance(instance.run_launcher, dg.DefaultRunLauncher):
         return []  # workers on other machines: their pids mean nothing here
-    started = instance.get_runs(dg.RunsFilter(job_name=usage_stream_job.name, statuses=[dg.DagsterRunStatus.STARTED]))
+    started = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
     return [run for run in started if (pid := worker_pid(instance, run.run_id)) is not None and process_gone(pid)]
 
 
-def rerun_request(run: dg.DagsterRun) -> dg.RunRequest:
-    """The same range and assets as a dead run, under a run key of its own so it is requested once."""
-    tags = {key: value for key, value in run.tags.items() if key.startswith(("cpa/files", "dagster/asset_partition_range"))}
-    # The dead run may have appended part of its files: the rerun recomputes its dates instead.
-    ops = {name: {"config": {k: v for k, v in op["config"].items() if k != "appended"}}
-           for name, op in run.run_config.get("ops", {}).items()}
-    return dg.RunRequest(
-        run_key=f"rerun-{run.run_id}",
-        asset_selection=sorted(run.asset_selection) if run.asset_selection else None,
-        run_config={**run.run_config, "ops": ops} if ops else run.run_config,
-        tags={**tags, "cpa/reruns": run.run_id},
+def failed_stream_runs(instance: dg.DagsterInstance, since: float) -> list[FailedRun]:
+    """Stream runs that failed after `since` (their record's update time), oldest first."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=usage_stream_job.name, statuses=[dg.DagsterRunStatus.FAILURE],
+                      updated_after=dt.datetime.fromtimestamp(since, dt.timezone.utc)),
+        limit=FAILED_RUNS_PER_TICK, order_by="update_timestamp", ascending=True,
     )
+    failed = []
+    for record in records:
+        run = record.dagster_run
+        ops = run.run_config.get("ops", {}) if isinstance(run.run_config, dict) else {}
+        files = next((op["config"].get("files", []) for op in ops.values() if op.get("config", {}).get("files")), [])
+        failed.append(FailedRun(
+            run_id=run.run_id,
+            files=tuple(entry for entry in files if isinstance(entry, dict)),
+            start=run.tags.get(RANGE_START),
+            end=run.tags.get(RANGE_END),
+            attempt=int(run.tags.get("cpa/attempt", "1")),
+            ended_at=record.end_time or record.update_timestamp.timestamp(),
+            updated_at=record.update_timestamp.timestamp(),
+        ))
+    return failed
+
+
+def stream_runs_in(instance: dg.DagsterInstance, *statuses: dg.DagsterRunStatus) -> int:
+    return instance.get_runs_count(dg.RunsFilter(job_name=usage_stream_job.name, statuses=list(statuses)))
 
 
 @dg.sensor(job=usage_stream_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
 def usage_events_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
     """Watch the usage-events folder; each tick turns the files delivered since the last one into
     one run over the event dates they touch and the windows that read them (a tick that finds none
-    waits a few seconds for one); a stream run whose worker died is marked failed and requested again."""
-    reruns = []
-    for dead in orphaned_stream_runs(context.instance):
-        context.instance.report_run_failed(dead, "its worker process is gone (killed, or the machine restarted); running it again")
-        reruns.append(rerun_request(dead))
+    waits a few seconds for one), and repairs failed stream runs by running their range again."""
+    instance = context.instance
+    for dead in orphaned_runs(instance):
+        instance.report_run_failed(dead, "its worker process is gone (killed, or the machine restarted)")
+    state = json.loads(context.cursor) if context.cursor else {}
+    queued = stream_runs_in(instance, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED) > 0
+    going = stream_runs_in(instance, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED) > 0
+    failed = failed_stream_runs(instance, state.get("repaired_through", 0.0))
 
     def plan(cursor):
-        return plan_stream_run(cursor, listing_of(lake), lambda name: event_dates(lake.events_dir() / name))
+        tick = Tick(listing_of(lake), ledger_of(lake), failed, queued, not (queued or going), time.time(),
+                    snapshots_missing=not all(lake.path("bronze", t).exists() for t in ("customers_orgs", "resources")))
+        return plan_stream_run(cursor, tick, lambda name: event_dates(lake.events_dir() / name))
 
     request, cursor = plan(context.cursor)
     watch_until = time.monotonic() + WAIT_FOR_FILES_SECONDS
-    while request is None and not reruns and time.monotonic() < watch_until:
+    while request is None and not queued and time.monotonic() < watch_until:
         time.sleep(WATCH_INTERVAL_SECONDS)
         request, cursor = plan(cursor)
-    return dg.SensorResult(run_requests=reruns + ([request] if request else []), cursor=cursor)
+    if request is not None and "cpa/repairs" in request.tags:
+        context.log.info(f"repairing failed stream runs {request.tags['cpa/repairs']}")
+    return dg.SensorResult(run_requests=[request] if request else [], cursor=cursor)

@@ -2,6 +2,7 @@
 partitioning (what a UI backfill of everything does with single-run backfill policies)."""
 
 import argparse
+import sys
 import threading
 import time
 
@@ -12,6 +13,7 @@ from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_pa
 from cpa_assets.jobs import BILLING_MARTS, TICKET_MARTS
 from cpa_assets.landing import csv_partition_range, event_dates
 from cpa_resources import LakeResource
+from cpa_resources.cassandra import CassandraUnavailable
 
 
 def landing_date_range(lake: LakeResource) -> tuple[str, str] | None:
@@ -104,5 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cpa_assets.definitions import defs
 
+    # Serving is the last step of every run: an unreachable Cassandra is said first, not after the lake is built.
+    try:
+        defs.resources["cassandra"].session()
+    except CassandraUnavailable as exc:
+        print(f"cpa backfill: {exc}", file=sys.stderr, flush=True)
+        return 2
     results = run_backfill(defs, args.start, args.end)
     return 0 if all(r.success and not failed_checks(r) for r in results) else 1

@@ -9,14 +9,22 @@ from pathlib import Path
 
 import dagster as dg
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, Session
-from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
+from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
 
 CQL_DIR = Path(__file__).resolve().parents[1] / "cql"
 DDL_KEYSPACE = "cloud_provider"
 
 _sessions: dict[tuple, Session] = {}
 _lock = threading.Lock()
+
+# The driver's default waits twice as long after every failed reconnection, up to 10 minutes: a
+# server back after a 2-minute outage would stay "down" to a long-lived process for minutes more.
+RECONNECT_SECONDS = 1.0
+
+
+class CassandraUnavailable(RuntimeError):
+    """No Cassandra host of the configuration answers."""
 
 
 class CassandraResource(dg.ConfigurableResource):
@@ -69,18 +77,38 @@ class CassandraResource(dg.ConfigurableResource):
             port=self.port,
             auth_provider=auth,
             connect_timeout=15,
+            reconnection_policy=ConstantReconnectionPolicy(RECONNECT_SECONDS, max_attempts=None),
             protocol_version=self.protocol_version,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         )
 
+    def where(self) -> str:
+        return "AstraDB (secure-connect bundle)" if self.secure_connect_bundle else f"{self.hosts} port {self.port}"
+
     def session(self) -> Session:
-        """A pooled session; the keyspace is created first if it does not exist."""
+        """A pooled session; the keyspace is created first if it does not exist.
+
+        A session whose cluster has no host up (the server was restarted or is down) is dropped and
+        made anew, so no session outlives its cluster in a long-lived process; when no host answers,
+        `CassandraUnavailable` says where it looked."""
         key = (self.hosts, self.port, self.keyspace, self.username, self.secure_connect_bundle)
         with _lock:
+            cached = _sessions.get(key)
+            if cached is not None and not any(host.is_up for host in cached.cluster.metadata.all_hosts()):
+                cached.cluster.shutdown()
+                del _sessions[key]
             if key not in _sessions:
-                session = self._cluster().connect()
-                for statement in self._statements("keyspace"):
-                    session.execute(statement)
+                cluster = self._cluster()
+                try:
+                    session = cluster.connect()
+                    for statement in self._statements("keyspace"):
+                        session.execute(statement)
+                except NoHostAvailable as exc:
+                    cluster.shutdown()
+                    raise CassandraUnavailable(
+                        f"Cassandra is not reachable at {self.where()}: {exc}. Start the local server with "
+                        "`cpa cassandra start`, or point CPA_CASSANDRA_HOSTS/CPA_CASSANDRA_PORT at your cluster."
+                    ) from exc
                 _sessions[key] = session
             return _sessions[key]
 

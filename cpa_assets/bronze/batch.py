@@ -14,7 +14,7 @@ import pandera.pyspark as pa
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
 from cpa_assets.preview import markdown_preview
-from cpa_assets.subsets import selected_results, side_by_side
+from cpa_assets.subsets import selected_results
 from cpa_resources import LakeResource, SparkResource
 
 TYPES = {
@@ -118,8 +118,9 @@ class BronzeCsvReject(pa.DataFrameModel):
     reason: T.StringType() = pa.Field(nullable=False, str_matches=r"^(missing_key|duplicate_key|bad_\w+:\w+)$")
 
 
-class MissingColumnError(ValueError):
-    """A landing CSV lacks a column the contract requires; nothing is written."""
+class LandingColumnsError(ValueError):
+    """A landing CSV is missing, or its header lacks a contract column or holds one the contract
+    does not know: nothing of that source is written."""
 
 
 def read_header(path: Path) -> list[str]:
@@ -133,14 +134,17 @@ def count_rows(path: Path) -> int:
         return sum(1 for row in csv.reader(handle) if row) - 1
 
 
-def check_header(source: CsvSource, path: Path) -> list[str]:
-    """The extra columns of the file; raises if a contract column is missing."""
-    header = [name.strip() for name in read_header(path)]
+def check_header(source: CsvSource, path: Path) -> None:
+    """Raise LandingColumnsError, naming the file and the columns, unless the header holds exactly
+    the contract's columns (in any order)."""
+    header = [name.lstrip("\ufeff").strip() for name in read_header(path)]
     missing = [name for name, _ in source.columns if name not in header]
-    if missing:
-        raise MissingColumnError(f"{path}: missing column(s) {', '.join(missing)} (expected {source.file_name} columns: "
-                                 f"{', '.join(n for n, _ in source.columns)})")
-    return [name for name in header if name not in dict(source.columns)]
+    unknown = [name for name in header if name not in dict(source.columns)]
+    problems = ([f"missing column(s) {', '.join(missing)}"] if missing else []) + (
+        [f"unknown column(s) {', '.join(unknown)}"] if unknown else [])
+    if problems:
+        raise LandingColumnsError(f"{path}: {'; '.join(problems)} (expected {source.file_name} columns: "
+                                  f"{', '.join(n for n, _ in source.columns)})")
 
 
 def read_csv_rows(spark: SparkSession, source: CsvSource, path: Path) -> DataFrame:
@@ -200,12 +204,12 @@ def rejects_key(source: CsvSource) -> dg.AssetKey:
 
 
 def ingest_csv(source: CsvSource, spark: SparkSession, lake: LakeResource) -> list:
-    """Bronze for one landing CSV: its materialisations and check results, or MissingColumnError
-    before anything is written."""
+    """Bronze for one landing CSV: its materialisations and check results, or LandingColumnsError
+    before anything of it is written."""
     path = lake.landing_dir() / source.file_name
     if not path.exists():
-        raise MissingColumnError(f"{path}: landing file does not exist")
-    extra = check_header(source, path)
+        raise LandingColumnsError(f"{path}: landing file does not exist")
+    check_header(source, path)
     rows, rejects = split_rows(source, type_rows(source, read_csv_rows(spark, source, path)))
     table_path = lake.write(rows, "bronze", source.table)
     rejects_path = lake.write(rejects, "bronze", f"{source.table}_rejects")
@@ -225,7 +229,6 @@ def ingest_csv(source: CsvSource, spark: SparkSession, lake: LakeResource) -> li
                 "landing_rows": landing_rows,
                 "duplicates_dropped": n_duplicates,
                 "rejected": n_rejects,
-                "extra_columns_ignored": dg.MetadataValue.json(extra),
                 "path": dg.MetadataValue.path(str(table_path)),
                 "preview": dg.MetadataValue.md(markdown_preview(written)),
             },
@@ -281,36 +284,36 @@ def _check_specs(source: CsvSource) -> list[dg.AssetCheckSpec]:
     ]
 
 
-@dg.multi_asset(
-    name="bronze_csv_sources",
-    specs=[spec for source in CSV_SOURCES for spec in _specs(source)],
-    check_specs=[spec for source in CSV_SOURCES for spec in _check_specs(source)],
-    can_subset=True,
-)
-def bronze_csv_sources(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
-    """Bronze snapshots of the landing CSVs that this run selects, ingested side by side.
+def build_bronze_csv(source: CsvSource) -> dg.AssetsDefinition:
+    """One step per landing CSV, so a bad file fails its own source alone: the other sources, and
+    what depends on them, go on."""
 
-    The files are small, so a step's time is Spark job latency; threads overlap it. A file with
-    a missing column fails the step after the other files are done, naming the file and column."""
-    selected = [s for s in CSV_SOURCES if {bronze_key(s), rejects_key(s)} & context.selected_asset_keys]
-    failures = []
-    for source, future in side_by_side(selected, ingest_csv, spark.session(), lake):
+    @dg.multi_asset(
+        name=f"bronze_{source.table}",
+        specs=_specs(source),
+        check_specs=_check_specs(source),
+        can_subset=True,
+    )
+    def _asset(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
         try:
-            results = future.result()
-        except MissingColumnError as exc:
-            failures.append(str(exc))
-            continue
+            results = ingest_csv(source, spark.session(), lake)
+        except LandingColumnsError as exc:
+            # Nothing of this source is written: its tables keep their last snapshot.
+            raise dg.Failure(description=str(exc), metadata={"file": source.file_name}) from exc
         yield from selected_results(context, results)
         rows = results[0].metadata
         context.log.info(
             f"bronze {source.table}: {rows['landing_rows']} landing rows = {rows['dagster/row_count']} rows"
             f" + {rows['rejected']} rejects + {rows['duplicates_dropped']} duplicates"
         )
-    if failures:
-        raise dg.Failure("; ".join(failures))
+
+    _asset.__doc__ = (f"Bronze snapshot of `{source.file_name}`. A file that is missing, lacks a contract column "
+                      "or holds an unknown one fails this step alone, naming the file and the columns.")
+    return _asset
+
+
+bronze_csv_assets = [build_bronze_csv(source) for source in CSV_SOURCES]
 
 
 def read_bronze(spark: SparkSession, lake: LakeResource, table: str) -> DataFrame:
     return lake.read(spark, "bronze", table, SOURCES_BY_TABLE[table].schema)
-
-

@@ -1,16 +1,19 @@
 """Bronze usage events: every landing line becomes exactly one bronze row, reject or counted duplicate."""
 
 
+import time
 from functools import reduce
 from pathlib import Path
 
 import dagster as dg
 import pandera.pyspark as pa
+import pyarrow.parquet as pq
 import pyspark.sql.types as T
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.event_time import BLANK_LINE_PATTERN, is_blank, spark_timestamp
 from cpa_assets.metadata import partition_metadata
 from cpa_assets.partitions import bookkeeping_last, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
@@ -57,13 +60,15 @@ REJECT_SCHEMA = T.StructType(
     [
         T.StructField("source_file", T.StringType(), False),
         T.StructField("line_no", T.IntegerType(), False),
-        T.StructField("raw_line", T.StringType(), False),
+        # The line as text; null when its bytes are not UTF-8, which `raw_base64` then holds exactly.
+        T.StructField("raw_line", T.StringType()),
+        T.StructField("raw_base64", T.StringType()),
         T.StructField("reason", T.StringType(), False),
         T.StructField("ingest_ts", T.TimestampType(), False),
     ]
 )
 
-# The ledger's other two tables, as written (for the UI's column schema).
+# The ledger's duplicates, as written (for the UI's column schema).
 DUPLICATE_SCHEMA = T.StructType(
     [
         T.StructField("event_id", T.StringType(), False),
@@ -74,10 +79,6 @@ DUPLICATE_SCHEMA = T.StructType(
         T.StructField("event_date", T.DateType(), False),
         T.StructField("ingest_ts", T.TimestampType(), False),
     ]
-)
-FILE_COUNTS_SCHEMA = T.StructType(
-    [T.StructField("source_file", T.StringType(), False)]
-    + [T.StructField(name, T.LongType(), False) for name in ("lines_read", "bronze_rows", "rejects", "duplicates")]
 )
 
 
@@ -96,9 +97,11 @@ class BronzeUsageEvent(pa.DataFrameModel):
 class BronzeReject(pa.DataFrameModel):
     source_file: T.StringType() = pa.Field(nullable=False)
     line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
-    raw_line: T.StringType() = pa.Field(nullable=False)
+    raw_line: T.StringType() = pa.Field(nullable=True)
+    raw_base64: T.StringType() = pa.Field(nullable=True)
     reason: T.StringType() = pa.Field(
-        nullable=False, str_matches=r"^(malformed_json|missing_event_id|bad_timestamp|bad_number:.+|event_date_out_of_range)$"
+        nullable=False,
+        str_matches=r"^(invalid_utf8|malformed_json|missing_event_id|bad_timestamp|bad_number:.+|event_date_out_of_range)$",
     )
 
 
@@ -111,22 +114,38 @@ class BronzeDuplicate(pa.DataFrameModel):
 
 
 def read_event_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
-    """One row per non-blank line: file name, 1-based line number, raw text and delivery time."""
+    """One row per non-blank line: file name, 1-based line number, the line as text (null when its
+    bytes are not UTF-8), those bytes in base64 when they are not, and delivery time."""
     if not files:
-        schema = "source_file string, line_no int, raw_line string, ingest_ts timestamp"
+        schema = "source_file string, line_no int, raw_line string, raw_base64 string, ingest_ts timestamp"
         return spark.createDataFrame([], schema)
     # A whole file per row keeps each line's position, which decides which duplicate arrived first.
+    # Spark reads the bytes as they are; its `split` would decode them, so a file that is not UTF-8
+    # is split on its newline bytes instead.
+    text = F.col("value")
+    pieces = F.when(F.is_valid_utf8(text), F.split(text, "\n")).otherwise(_split_bytes(text))
     whole = spark.read.text([str(f) for f in files], wholetext=True).select(
         F.col("_metadata.file_name").alias("source_file"),
         F.col("_metadata.file_modification_time").alias("ingest_ts"),
-        F.posexplode(F.split("value", "\n")).alias("pos", "raw_line"),
+        F.posexplode(pieces).alias("pos", "piece"),
     )
-    return whole.select(
+    valid = F.is_valid_utf8("piece")
+    lines = whole.select(
         "source_file",
         (F.col("pos") + 1).cast("int").alias("line_no"),
-        F.regexp_replace("raw_line", "\r$", "").alias("raw_line"),
+        F.when(valid, F.regexp_replace("piece", "\r$", "")).alias("raw_line"),
+        # Spark's base64 breaks its output into MIME lines; the bytes are one unbroken string here.
+        F.when(~valid, F.translate(F.base64(F.col("piece").cast("binary")), "\r\n", "")).alias("raw_base64"),
         "ingest_ts",
-    ).where(F.trim("raw_line") != "")
+    )
+    return lines.where(F.col("raw_base64").isNotNull() | ~F.col("raw_line").rlike(BLANK_LINE_PATTERN))
+
+
+def _split_bytes(text: Column) -> Column:
+    """The lines of a text whose bytes may not be UTF-8, byte for byte: as hex with a space after
+    every byte, a newline byte is exactly an aligned `0A `."""
+    spaced = F.regexp_replace(F.hex(text.cast("binary")), "(..)", "$1 ")
+    return F.transform(F.split(spaced, "0A "), lambda piece: F.unhex(F.regexp_replace(piece, " ", "")).cast("string"))
 
 
 def _number(raw: str, dtype: T.DataType) -> F.Column:
@@ -154,17 +173,19 @@ def parse_events(lines: DataFrame, first_date: str, last_date: str) -> DataFrame
         "source_file",
         "line_no",
         "raw_line",
+        "raw_base64",
         "ingest_ts",
         F.col("j._corrupt").alias("_corrupt"),
         F.col("j").isNull().alias("_no_object"),
         F.trim("j.event_id").alias("event_id"),
-        F.col("j.timestamp").try_cast("timestamp").alias("timestamp"),
+        spark_timestamp(F.col("j.timestamp")).alias("timestamp"),
         *[F.col(f"j.{name}").alias(name) for name in TEXT_FIELDS if name not in ("event_id", "timestamp")],
         *[_number(name, dtype).alias(name) for name, dtype in NUMBER_FIELDS.items()],
         bad_numbers.alias("_bad_numbers"),
     ).withColumn("event_date", F.to_date("timestamp"))
     reason = (
-        F.when(F.col("_no_object") | F.col("_corrupt").isNotNull(), "malformed_json")
+        F.when(F.col("raw_base64").isNotNull(), "invalid_utf8")
+        .when(F.col("_no_object") | F.col("_corrupt").isNotNull(), "malformed_json")
         .when(F.col("event_id").isNull() | (F.col("event_id") == ""), "missing_event_id")
         .when(F.col("timestamp").isNull(), "bad_timestamp")
         .when(F.col("_bad_numbers") != "", F.concat(F.lit("bad_number:"), F.col("_bad_numbers")))
@@ -194,16 +215,67 @@ def split_events(parsed: DataFrame) -> tuple[DataFrame, DataFrame, DataFrame]:
     return events, rejects, duplicates
 
 
-class LandingFiles(dg.Config):
-    """The landing files a run reads: those the usage sensor listed when it planned the run, so a
-    file that lands while the run is going waits for the next run instead of reaching bronze and
-    the ledger halfway. Empty (a backfill, a run from the UI): every file there now."""
+class PlannedFile(dg.Config):
+    """A landing file as the usage sensor saw it when it planned a run."""
 
-    files: list[str] = []
-    # The files this run was planned for, when each of them arrived after every file before it
-    # (the usual case): bronze and silver then add their events to the dates they touch instead of
-    # recomputing those dates from every file. Empty: recompute.
+    name: str
+    size: int
+    mtime_ns: int
+
+
+class LandingFiles(dg.Config):
+    """The landing files a run reads. Empty (a backfill, a run from the UI): every file there now.
+    Otherwise the files the usage sensor planned the run for, plus every file the landing ledger
+    already holds: a file that lands while the run is going waits for the next run instead of
+    reaching bronze and the ledger halfway."""
+
+    files: list[PlannedFile] = []
+    # The planned files, when each of them arrived after every file before it (the usual case):
+    # bronze and silver then add their events to the dates they touch instead of recomputing those
+    # dates from every file. Empty: recompute.
     appended: list[str] = []
+
+
+# Per file, what the landing ledger records of it: lines_read = bronze_rows + rejects + duplicates,
+# the size and modification time it was read with, and the first and last event dates its rows
+# (and the duplicates of them) are stored under.
+FILE_COUNTS_SCHEMA = (
+    "source_file string, lines_read long, bronze_rows long, rejects long, duplicates long,"
+    " size long, mtime_ns long, first_date date, last_date date"
+)
+
+
+def delivered_files(lake: LakeResource) -> dict[str, dict]:
+    """The landing ledger as plain rows by file name (no Spark: the usage sensor reads it every
+    tick); empty before the first ledger or for one written before sizes were recorded."""
+    path = lake.path("bronze", "usage_events_file_counts")
+    for _ in range(100):
+        try:
+            table = pq.read_table(str(path))
+            break
+        except OSError:
+            # Absent for good, or for the instant a new ledger is swapped in (the old one is then
+            # beside it under a hidden name).
+            if not path.exists() and not any(path.parent.glob(f".old-{path.name}-*")):
+                return {}
+            time.sleep(0.02)
+    else:
+        raise TimeoutError(f"the landing ledger {path} stayed unreadable for 2 s")
+    if "size" not in table.column_names:
+        return {}
+    return {row["source_file"]: row for row in table.to_pylist()}
+
+
+def run_files(lake: LakeResource, config: LandingFiles) -> dict[Path, tuple[int, int]]:
+    """The landing files a run reads, each with the size and modification time the ledger records
+    for it: as planned for the planned ones, as the ledger has them for the others, as found now
+    in a run that reads every file."""
+    files = lake.event_files()
+    if not config.files:
+        return {f: (f.stat().st_size, f.stat().st_mtime_ns) for f in files}
+    known = {name: (row["size"], row["mtime_ns"]) for name, row in delivered_files(lake).items()}
+    known |= {f.name: (f.size, f.mtime_ns) for f in config.files}
+    return {f: known[f.name] for f in files if f.name in known}
 
 
 def held_rows(
@@ -231,14 +303,6 @@ def appended_events(spark: SparkSession, files: list[Path], held: DataFrame) -> 
     bounds = (event_date_partitions.get_first_partition_key(), event_date_partitions.get_last_partition_key())
     events, _, _ = split_events(parse_events(read_event_lines(spark, files), *bounds))
     return events.join(held.select("event_id"), "event_id", "left_anti")
-
-
-def selected_files(lake: LakeResource, config: LandingFiles) -> list[Path]:
-    files = lake.event_files()
-    if not config.files:
-        return files
-    chosen = set(config.files)
-    return [f for f in files if f.name in chosen]
 
 
 # The bronze asset and the ledger of the same run parse the same files: keep the last parse,
@@ -280,7 +344,7 @@ def bronze_usage_events(
     `usage_events_duplicates` and `usage_events_file_counts` assets."""
     dates = context.partition_keys
     session = spark.session()
-    files = selected_files(lake, config)
+    files = list(run_files(lake, config))
     path = lake.path("bronze", "usage_events")
     added = [f for f in files if f.name in config.appended]
     held = held_rows(session, lake, "bronze", (("usage_events", BRONZE_SCHEMA),), ["event_id", "source_file", "event_date"])
@@ -323,7 +387,7 @@ def bronze_usage_events(
 
 def _count_lines(path: Path) -> int:
     with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+        return sum(1 for line in handle if not is_blank(line))
 
 
 @dg.multi_asset(
@@ -368,7 +432,8 @@ def usage_events_ledger(
 ):
     """Account for every landing line that bronze did not keep, and prove nothing went missing."""
     session = spark.session()
-    files = selected_files(lake, config)
+    stats = run_files(lake, config)
+    files = list(stats)
     _, rejects, duplicates = landing_events(session, files)
     rejects_path = lake.write(rejects, "bronze", "usage_events_rejects")
     duplicates_path = lake.write(duplicates, "bronze", "usage_events_duplicates")
@@ -378,13 +443,23 @@ def usage_events_ledger(
     # Bronze rows are read back from disk, across every partition, so the balance covers what
     # was actually written rather than what was meant to be.
     bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date")
-    per_file = {f.name: {"lines_read": _count_lines(f), "bronze_rows": 0, "rejects": 0, "duplicates": 0} for f in files}
+    empty = {"lines_read": 0, "bronze_rows": 0, "rejects": 0, "duplicates": 0, "size": None, "mtime_ns": None,
+             "first_date": None, "last_date": None}
+    per_file = {f.name: {**empty, "lines_read": _count_lines(f), "size": size, "mtime_ns": mtime}
+                for f, (size, mtime) in stats.items()}
     for column, frame in (("bronze_rows", bronze), ("rejects", rejects), ("duplicates", duplicates)):
         for row in frame.groupBy("source_file").count().collect():
-            per_file.setdefault(row[0], {"lines_read": 0, "bronze_rows": 0, "rejects": 0, "duplicates": 0})[column] = row[1]
+            per_file.setdefault(row[0], dict(empty))[column] = row[1]
+    # The dates a file's rows are stored under, and those of the later copies its rows displaced:
+    # a file rewritten in place must have both recomputed.
+    stored = bronze.select("source_file", "event_date").unionByName(
+        duplicates.select(F.col("kept_source_file").alias("source_file"), "event_date"))
+    for row in stored.groupBy("source_file").agg(F.min("event_date"), F.max("event_date")).collect():
+        if row[0] in per_file:
+            per_file[row[0]] |= {"first_date": row[1], "last_date": row[2]}
+    columns = [c.split()[0] for c in FILE_COUNTS_SCHEMA.split(",")]
     counts = session.createDataFrame(
-        [(name, c["lines_read"], c["bronze_rows"], c["rejects"], c["duplicates"]) for name, c in sorted(per_file.items())],
-        "source_file string, lines_read long, bronze_rows long, rejects long, duplicates long",
+        [(name, *[c[column] for column in columns[1:]]) for name, c in sorted(per_file.items())], FILE_COUNTS_SCHEMA
     )
     counts_path = lake.write(counts, "bronze", "usage_events_file_counts")
 

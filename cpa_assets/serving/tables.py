@@ -5,6 +5,7 @@ the gold rows written, with client timestamps so the writes always win over the 
 
 
 import datetime as dt
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -28,6 +29,14 @@ from cpa_assets.gold.genai import GENAI_TOKENS, GENAI_TOKENS_SCHEMA
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, TOP_SERVICES, TOP_SERVICES_SCHEMA
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 from cpa_resources import CassandraResource, LakeResource, SparkResource
+
+NOT_NAN = pap.Check(
+    lambda v: not (isinstance(v, float) and math.isnan(v)), element_wise=True, ignore_na=False, name="not_nan"
+)
+
+# A serving step rides out a short Cassandra outage (a restart takes 5–10 s) by retrying with
+# backoff (2, 4, 8, 16, 32 s); a longer one fails the run, which the usage sensor runs again.
+SERVING_RETRIES = dg.RetryPolicy(max_retries=5, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
 # Rows per unlogged batch: batches only ever hold one partition, and stay under Cassandra's
 # default 5 KiB batch warning for rows of this size.
@@ -67,9 +76,10 @@ class ServingTable:
         return self.date_column in self.partition_key
 
     def pandera_schema(self) -> pap.DataFrameSchema:
-        """Rows read back: every column present, the primary key never null and unique."""
+        """Rows read back (as Python values): every column present, the primary key never null and
+        unique, and no NaN anywhere: a value that does not exist is null (CONTRACT §3)."""
         return pap.DataFrameSchema(
-            {column: pap.Column(nullable=column not in self.primary_key) for column in self.columns},
+            {column: pap.Column(nullable=column not in self.primary_key, checks=[NOT_NAN]) for column in self.columns},
             unique=self.primary_key,
             strict=True,
         )
@@ -145,8 +155,10 @@ def _where(columns: Iterable[str]) -> str:
 
 
 def _to_python(frame: pd.DataFrame) -> list[tuple]:
-    # Python scalars, not numpy ones: the driver serialises by Python type.
-    return [tuple(row) for row in frame.astype(object).itertuples(index=False)]
+    # Python scalars, not numpy ones: the driver serialises by Python type. Spark's nulls arrive in
+    # pandas as NaN in float columns; Cassandra must store them as null, never as NaN.
+    values = frame.astype(object)
+    return [tuple(row) for row in values.where(frame.notna(), None).itertuples(index=False)]
 
 
 def _plain(value):
@@ -204,7 +216,8 @@ def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.Dat
 
 
 def read_dates(session: Session, table: ServingTable, name: str, dates: list[dt.date]) -> pd.DataFrame:
-    """Every row the table holds for `dates`, to compare with gold."""
+    """Every row the table holds for `dates` as Python values (a NaN stays NaN, a null stays None),
+    to validate and to compare with gold."""
     columns = ", ".join(table.columns)
     if table.date_in_partition_key:
         # Date-keyed partitions can number thousands (P2: org × day): one paged scan beats reading each.
@@ -216,7 +229,7 @@ def read_dates(session: Session, table: ServingTable, name: str, dates: list[dt.
         select = session.prepare(f"SELECT {columns} FROM {name} WHERE {where}")
         results = execute_concurrent_with_args(session, select, args, concurrency=CONCURRENCY, raise_on_first_error=True)
         rows = [r for outcome in results for r in outcome.result_or_exc]
-    return pd.DataFrame([tuple(_plain(v) for v in row) for row in rows], columns=table.columns)
+    return pd.DataFrame([tuple(_plain(v) for v in row) for row in rows], columns=table.columns, dtype=object)
 
 
 def same_rows(table: ServingTable, gold: pd.DataFrame, served: pd.DataFrame) -> dict[str, int]:
@@ -237,6 +250,7 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         partitions_def=table.partitions_def,
         backfill_policy=single_run,
         op_tags=serve_first,
+        retry_policy=SERVING_RETRIES,
         group_name="serving",
         kinds={"cassandra"},
         description=f"Cassandra table `{table.name}`, primary key (({', '.join(table.partition_key)}), "
@@ -266,7 +280,7 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         written = replace_dates(session, table, cassandra.table(table.name), gold, dates)
         seconds = time.perf_counter() - started
         served = read_dates(session, table, cassandra.table(table.name), dates)
-        differences = same_rows(table, gold, served)
+        differences = same_rows(table, gold, served.infer_objects())
         partition_metadata(context, table.key, None, table.date_column, counts=gold[table.date_column].astype(str).value_counts().to_dict())
         context.log.info(
             f"cassandra {table.name}: {written['rows_written']} rows in {seconds:.1f}s"

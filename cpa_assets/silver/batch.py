@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from cpa_assets.bronze.batch import SOURCES_BY_TABLE, CsvSource, bronze_key, read_bronze
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
 from cpa_assets.preview import markdown_preview
-from cpa_assets.subsets import selected_results, side_by_side
+from cpa_assets.subsets import selected_results
 from cpa_cli.generate import DOCUMENTED_VALUES
 from cpa_resources import LakeResource, SparkResource
 
@@ -370,22 +370,26 @@ def _check_specs(table: SilverTable) -> list[dg.AssetCheckSpec]:
     ]
 
 
-@dg.multi_asset(
-    name="silver_csv_sources",
-    specs=[spec for table in SILVER_TABLES for spec in _specs(table)],
-    check_specs=[spec for table in SILVER_TABLES for spec in _check_specs(table)],
-    can_subset=True,
-)
-def silver_csv_sources(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
-    """Silver snapshots of the CSV sources that this run selects, conformed side by side.
+def build_silver_csv(table: SilverTable) -> dg.AssetsDefinition:
+    """One step per CSV source: a source whose bronze failed skips its own silver alone."""
 
-    The tables are small, so a step's time is Spark job latency; threads overlap it."""
-    selected = [t for t in SILVER_TABLES if {t.silver_key, t.quarantine_key} & context.selected_asset_keys]
-    for table, future in side_by_side(selected, conform_table, spark.session(), lake):
-        results = future.result()
+    @dg.multi_asset(
+        name=f"silver_{table.table}",
+        specs=_specs(table),
+        check_specs=_check_specs(table),
+        can_subset=True,
+    )
+    def _asset(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
+        results = conform_table(table, spark.session(), lake)
         yield from selected_results(context, results)
         rows = results[0].metadata
         context.log.info(
             f"silver {table.table}: {rows['rows_in']} bronze = {rows['dagster/row_count']} silver"
             f" + {rows['rows_quarantined']} quarantined {rows['quarantined_by_rule'].data}"
         )
+
+    _asset.__doc__ = f"Silver snapshot of `{table.table}`: conformed, flagged, and its quarantine."
+    return _asset
+
+
+silver_csv_assets = [build_silver_csv(table) for table in SILVER_TABLES]

@@ -2,13 +2,18 @@
 
 import datetime as dt
 import json
+import math
 import shutil
 
 import dagster as dg
 import pytest
 
+from cpa_assets.definitions import build_definitions
+from cpa_assets.jobs import ALL_SOURCES, snapshots
+from cpa_assets.serving.tables import SERVING_TABLES
 from cpa_cli import ask
 from cpa_cli.generate import generate
+from cpa_resources import LakeResource
 from tests.cassandra_tables import assert_same_rows, read_table
 from tests.conftest import failed_checks, latest_metadata, metadata_by_partition, summed
 from tests.independent import p1_daily_usage, p2_top_services
@@ -48,6 +53,49 @@ def test_defective_landing_is_served_exactly(pipeline, landing, cassandra, spark
     assert_same_rows(read_table(cassandra, "org_top_services_14d"), top, ["org_id", "as_of_date", "rank"])
     genai = p5_genai_tokens(landing)
     assert_same_rows(read_table(cassandra, "genai_tokens_by_org_date"), genai, ["org_id", "usage_date"])
+
+    # A value that does not exist is null in Cassandra, never NaN: P3's averages over no rows.
+    for table in SERVING_TABLES:
+        rows = cassandra.session().execute(f"SELECT * FROM {cassandra.table(table.name)}")
+        assert not [v for row in rows for v in row if isinstance(v, float) and math.isnan(v)], table.name
+    p3 = list(cassandra.session().execute(f"SELECT csat_avg, avg_resolution_hours FROM {cassandra.table('tickets_by_org_date')}"))
+    assert any(r.csat_avg is None for r in p3) and any(r.avg_resolution_hours is None for r in p3)
+
+
+def test_a_csv_with_a_missing_or_unknown_column_fails_that_source_alone(landing, cassandra, tmp_path, spark):
+    copy = tmp_path / "landing"
+    shutil.copytree(landing, copy, ignore=shutil.ignore_patterns("usage_events_stream"))
+    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(copy))
+    defs = build_definitions(lake=lake, cassandra=cassandra)
+    keys = list(snapshots(*ALL_SOURCES).resolve(defs.resolve_asset_graph()))
+
+    def load():
+        return defs.resolve_job_def("usage_pipeline").execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False)
+
+    assert load().success
+    def files():
+        return {f"{layer}/{table}": sorted(p.name for p in lake.path(layer, table).rglob("*.parquet"))
+                for layer in ("bronze", "silver") for table in ("users", "support_tickets")}
+
+    before = files()
+    header, *rows = (copy / "users.csv").read_text().splitlines()
+    (copy / "users.csv").write_text("\n".join([header.replace(",role,", ",rôle,"), *rows]) + "\n")
+
+    result = load()
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failures] == ["bronze_users"]
+    message = failures[0].event_specific_data.error.message
+    assert "users.csv" in message and "missing column(s) role" in message and "unknown column(s) rôle" in message
+    skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+    assert skipped == {"silver_users"}
+    materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert "silver/support_tickets" in materialized and not {"bronze/users", "silver/users"} & materialized
+    # Nothing of users was written: its tables hold the last snapshot, file for file.
+    after = files()
+    assert after["bronze/users"] == before["bronze/users"] and after["silver/users"] == before["silver/users"]
+    assert after["bronze/support_tickets"] != before["bronze/support_tickets"]
 
 
 def test_rematerialising_a_date_replaces_exactly_that_date(pipeline, landing, cassandra, tmp_path):

@@ -12,6 +12,7 @@ from cpa_assets.definitions import build_definitions
 from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
 from cpa_assets.jobs import ALL_SOURCES, snapshots
 from cpa_assets.sensors import usage_events_sensor
+from cpa_assets.silver import usage as silver_usage
 from cpa_cli.generate import generate
 from cpa_cli.replay import deliver
 from cpa_resources import LakeResource
@@ -53,7 +54,11 @@ def _late_events(stream, org: str, service: str, day: dt.date) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandra, spark):
+def _dies(*_args, **_kwargs):
+    raise RuntimeError("the process died here")
+
+
+def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandra, spark, monkeypatch):
     produced = tmp_path / "produced"
     generate(produced, scale=1, seed=3, start=dt.date(2025, 7, 3), days=20)
     files = sorted((produced / "usage_events_stream").glob("*.jsonl"))[:4]
@@ -71,17 +76,22 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
 
     state = {"cursor": None}
 
-    def deliver_and_tick(source, name):
-        target = deliver(source, tmp_path / "outbox")
-        target.rename(stream / name)
-        tick = usage_events_sensor(dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=state["cursor"]))
+    def deliver_and_tick(source, name, succeeds=True):
+        if source is not None:
+            target = deliver(source, tmp_path / "outbox")
+            target.rename(stream / name)
+        with dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=state["cursor"]) as context:
+            tick = usage_events_sensor(context)
         state["cursor"] = tick.cursor
         assert len(tick.run_requests) == 1
         request = tick.run_requests[0]
         result = defs.resolve_job_def("usage_stream").execute_in_process(
-            instance=instance, tags=request.tags, asset_selection=request.asset_selection, run_config=request.run_config
+            instance=instance, tags=request.tags, asset_selection=request.asset_selection, run_config=request.run_config,
+            raise_on_error=False,
         )
-        assert result.success
+        assert result.success == succeeds
+        if not succeeds:
+            return request
         state["steps"] = [event.step_key for event in result.all_events if event.is_step_start]
         bronze = result.asset_materializations_for_node("bronze__usage_events")
         state["written_as"] = {m.metadata["written_as"].value for m in bronze}
@@ -106,6 +116,19 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         assert state["written_as"] == {written_as}
         for table, frame in _tables(cassandra).items():
             pd.testing.assert_frame_equal(before_duplicate[table], frame, obj=f"duplicate file {name} changed {table}")
+
+    # A run that dies after bronze appended its file, before silver conformed it, leaves the lake
+    # half-written: the next file's run takes the failed one in and recomputes both ranges.
+    with monkeypatch.context() as patched:
+        patched.setattr(silver_usage, "conform_events", _dies)
+        deliver_and_tick(files[2], f"11_{files[2].name}", succeeds=False)
+    # …and the next delivery is a file rewritten in place: the dates of its old and new content
+    # are recomputed with the failed run's.
+    rewritten = stream / f"01_{files[1].name}"
+    lines = rewritten.read_text().splitlines()
+    rewritten.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    repair = deliver_and_tick(None, None)
+    assert "cpa/repairs" in repair.tags and state["written_as"] == {"dates recomputed"}
 
     # A late file whose events all lie on an old day: that day and the anomaly baselines that
     # read it (the next 28 days) are brought up to date.

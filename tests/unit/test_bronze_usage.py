@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from cpa_assets.bronze.usage import LandingFiles, parse_events, read_event_lines, selected_files, split_events
+from cpa_assets.bronze.usage import (
+    FILE_COUNTS_SCHEMA, LandingFiles, PlannedFile, parse_events, read_event_lines, run_files, split_events,
+)
 from cpa_resources import LakeResource
 
 FIRST, LAST = "2025-01-01", "2026-12-31"
@@ -112,12 +114,19 @@ def test_single_quoted_lines_are_not_json(spark, tmp_path):
     assert list(rejects.reason) == ["malformed_json"]
 
 
-def test_a_run_reads_only_the_listed_files_that_are_still_there(tmp_path):
+def test_a_run_reads_the_ledger_files_and_its_planned_files_as_planned(spark, tmp_path):
     stream = tmp_path / "landing" / "usage_events_stream"
     stream.mkdir(parents=True)
-    for name in ("a.jsonl", "b.jsonl", "c.jsonl"):
+    for name in ("a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"):
         (stream / name).write_text("")
     lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
-    chosen = selected_files(lake, LandingFiles(files=["c.jsonl", "a.jsonl", "gone.jsonl"]))
-    assert [f.name for f in chosen] == ["a.jsonl", "c.jsonl"]
-    assert [f.name for f in selected_files(lake, LandingFiles())] == ["a.jsonl", "b.jsonl", "c.jsonl"]
+    ledger = spark.createDataFrame(
+        [("a.jsonl", 0, 0, 0, 0, 7, 70, None, None)], FILE_COUNTS_SCHEMA)
+    lake.write(ledger, "bronze", "usage_events_file_counts")
+    planned = LandingFiles(files=[PlannedFile(name="c.jsonl", size=3, mtime_ns=30),
+                                  PlannedFile(name="gone.jsonl", size=1, mtime_ns=1)])
+    # b.jsonl landed after the plan: the next run's. d.jsonl likewise.
+    assert {f.name: stats for f, stats in run_files(lake, planned).items()} == {"a.jsonl": (7, 70), "c.jsonl": (3, 30)}
+    everything = run_files(lake, LandingFiles())
+    assert [f.name for f in everything] == ["a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"]
+    assert everything[stream / "b.jsonl"] == (0, (stream / "b.jsonl").stat().st_mtime_ns)

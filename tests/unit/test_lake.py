@@ -2,8 +2,11 @@
 
 import datetime as dt
 import os
+import threading
 import time
 from pathlib import Path
+
+import dagster as dg
 
 from cpa_resources import LakeResource
 from cpa_resources.lake import LEFTOVER_AGE_SECONDS, MAX_FILES_PER_PARTITION, _sweep_leftovers
@@ -92,3 +95,33 @@ def test_sweeping_skips_a_staging_folder_another_writer_swaps_in_meanwhile(tmp_p
     monkeypatch.setattr(Path, "iterdir", lambda self: iter(listed))
     _sweep_leftovers(folder)
     assert not stale.exists()
+
+
+def test_a_run_waits_for_the_lake_while_another_run_holds_it(tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    finished = []
+
+    @dg.asset
+    def writer(lake: LakeResource) -> None:
+        finished.append(time.monotonic())
+
+    held = lake.hold_lock("a stream run")
+    released_at = None
+    run = threading.Thread(target=lambda: dg.materialize([writer], resources={"lake": lake}))
+    try:
+        run.start()
+        time.sleep(2)
+        assert not finished, "a second run wrote while the lake was held"
+        released_at = time.monotonic()
+    finally:
+        os.close(held)
+    run.join(60)
+    assert finished and finished[0] >= released_at
+    assert lake.lock_holder()["holder"] != "a stream run"
+
+
+def test_every_asset_takes_the_lake_resource_so_every_run_of_them_holds_the_lake():
+    from cpa_assets.definitions import defs
+
+    for assets_def in defs.resolve_asset_graph().assets_defs:
+        assert "lake" in assets_def.required_resource_keys, assets_def.keys
