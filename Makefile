@@ -13,7 +13,7 @@ export JAVA_HOME := $(or $(CPA_JAVA_HOME),$(JAVA17),$(JAVA_HOME))
 export CPA_JAVA_HOME := $(JAVA_HOME)
 export PATH := $(JAVA_HOME)/bin:$(PATH)
 
-.PHONY: setup run test bench bench-freshness bench-faults bench-idle cassandra-start cassandra-stop clean
+.PHONY: setup run test bench bench-freshness bench-faults bench-idle cassandra-start cassandra-stop cluster-start cluster-stop cluster-status clean
 
 setup: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
@@ -52,6 +52,16 @@ bench-idle: setup
 
 cassandra-stop:
 	@$(BIN)/cpa cassandra stop
+
+# A Spark master with two workers and a 3-node Cassandra cluster on loopback (CPA_CLUSTER_HOSTS).
+cluster-start: $(STAMP)
+	@$(BIN)/cpa cluster start
+
+cluster-stop:
+	@$(BIN)/cpa cluster stop
+
+cluster-status:
+	@$(BIN)/cpa cluster status
 
 clean:
 	rm -rf datalake/bronze/* datalake/silver/* datalake/gold/*

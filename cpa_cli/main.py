@@ -19,6 +19,22 @@ def _cassandra(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from cpa_resources import local_cluster
+
+    if args.action == "start":
+        try:
+            local_cluster.start()
+        except RuntimeError as problem:  # addresses taken, a process that died at start: say why, no traceback
+            print(f"cpa cluster start: {problem}", file=sys.stderr)
+            return 1
+    elif args.action == "stop":
+        local_cluster.stop()
+    else:
+        print(local_cluster.describe_status())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cpa_cli import ask, backfill, calendar_env, evaluate, generate, replay, report
 
@@ -32,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     cas = commands.add_parser("cassandra", help="the local Apache Cassandra server")
     cas.add_argument("action", choices=["start", "stop", "status"])
     cas.set_defaults(handler=_cassandra)
+
+    clu = commands.add_parser("cluster", help="a Spark standalone cluster and a 3-node Cassandra cluster on loopback")
+    clu.add_argument("action", choices=["start", "stop", "status"])
+    clu.set_defaults(handler=_cluster)
 
     back = commands.add_parser("backfill", help="materialise every asset for every event date in landing")
     backfill.add_arguments(back)

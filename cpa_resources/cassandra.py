@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import dagster as dg
+from cassandra import ConsistencyLevel
 from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -38,6 +39,9 @@ class CassandraResource(dg.ConfigurableResource):
     secure_connect_bundle: str = ""
     replication: str = ""
     protocol_version: int = 5
+    # Of every read and write. LOCAL_QUORUM: a majority of the replicas in the local data centre (2 of 3
+    # with replication factor 3, so one node may be down); on a single node with factor 1 it is ONE.
+    consistency: str = "LOCAL_QUORUM"
 
     @classmethod
     def from_env(cls) -> CassandraResource:
@@ -52,6 +56,7 @@ class CassandraResource(dg.ConfigurableResource):
             secure_connect_bundle=env("CPA_ASTRA_BUNDLE", ""),
             replication=env("CPA_CASSANDRA_REPLICATION", ""),
             protocol_version=int(env("CPA_CASSANDRA_PROTOCOL_VERSION", "5")),
+            consistency=env("CPA_CASSANDRA_CONSISTENCY", "LOCAL_QUORUM"),
         )
 
     def with_keyspace(self, keyspace: str) -> "CassandraResource":
@@ -68,10 +73,16 @@ class CassandraResource(dg.ConfigurableResource):
         auth = None
         if self.password:
             auth = PlainTextAuthProvider(self.username or "token", self.password)
+        consistency = ConsistencyLevel.name_to_value[self.consistency.upper()]
         if self.secure_connect_bundle:
-            return Cluster(cloud={"secure_connect_bundle": self.secure_connect_bundle}, auth_provider=auth)
+            return Cluster(cloud={"secure_connect_bundle": self.secure_connect_bundle}, auth_provider=auth,
+                           execution_profiles={EXEC_PROFILE_DEFAULT: ExecutionProfile(consistency_level=consistency)})
         hosts = [h.strip() for h in self.hosts.split(",") if h.strip()]
-        profile = ExecutionProfile(load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()), request_timeout=60)
+        profile = ExecutionProfile(
+            load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy()),
+            request_timeout=60,
+            consistency_level=consistency,
+        )
         return Cluster(
             hosts,
             port=self.port,

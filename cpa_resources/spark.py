@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import dagster as dg
 from pyspark.sql import SparkSession
@@ -29,6 +30,9 @@ class SparkResource(dg.ConfigurableResource):
         builder = SparkSession.builder.appName("cpa")
         if self.remote:
             return builder.remote(self.remote).getOrCreate()
+        # Python workers run the driver's interpreter (the project's virtualenv, with pandas and
+        # pyarrow), locally or on a cluster's executors, not whatever `python3` their PATH finds.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         session = (
             builder.master(self.master)
             .config("spark.driver.memory", self.driver_memory)

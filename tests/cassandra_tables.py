@@ -1,11 +1,14 @@
 """Read whole serving tables back from Cassandra, and compare tables row by row."""
 
 import pandas as pd
+from cassandra.query import SimpleStatement
 from cassandra.util import Date
 
 
-def read_table(cassandra, table: str) -> pd.DataFrame:
-    result = cassandra.session().execute(f"SELECT * FROM {cassandra.table(table)}")
+def read_table(cassandra, table: str, consistency: int | None = None) -> pd.DataFrame:
+    """Every row of a table, at the session's consistency level or the given one."""
+    query = SimpleStatement(f"SELECT * FROM {cassandra.table(table)}", consistency_level=consistency)
+    result = cassandra.session().execute(query)
     rows = [[v.date() if isinstance(v, Date) else v for v in row] for row in result]
     return pd.DataFrame(rows, columns=list(result.column_names))
 

@@ -1,5 +1,6 @@
 """The project-managed Cassandra server: generated config, and a real start/status/round trip."""
 
+import dataclasses
 import uuid
 
 import pytest
@@ -12,7 +13,7 @@ def test_config_binds_loopback_and_follows_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CPA_CASSANDRA_PORT", "19042")
     monkeypatch.setenv("CPA_CASSANDRA_STORAGE_PORT", "17000")
 
-    config = yaml.safe_load(local_cassandra._cassandra_yaml(tmp_path))
+    config = yaml.safe_load(local_cassandra._cassandra_yaml(dataclasses.replace(local_cassandra.local_node(), base=tmp_path)))
 
     assert config["listen_address"] == config["rpc_address"] == "127.0.0.1"
     assert config["native_transport_port"] == 19042
