@@ -8,6 +8,7 @@ from cpa_assets.gold.anomalies import cost_anomalies
 from cpa_assets.gold.batch import batch_gold_assets
 from cpa_assets.gold.genai import genai_tokens_by_org_date
 from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
+from cpa_assets.metadata import with_definition_metadata
 from cpa_assets.jobs import daily_batch_job, monthly_billing_job, usage_pipeline_job, usage_stream_job
 from cpa_assets.schedules import daily_batch_schedule, monthly_billing_schedule
 from cpa_assets.sensors import usage_events_sensor
@@ -37,15 +38,17 @@ def build_definitions(
     cassandra: CassandraResource | None = None,
 ) -> dg.Definitions:
     """The code location; resources default to their environment configuration."""
+    lake = lake or LakeResource.from_env()
+    cassandra = cassandra or CassandraResource.from_env()
     return dg.Definitions(
-        assets=ASSETS,
+        assets=with_definition_metadata(ASSETS, lake, cassandra),
         jobs=[usage_pipeline_job, usage_stream_job, daily_batch_job, monthly_billing_job],
         sensors=[usage_events_sensor],
         schedules=[daily_batch_schedule, monthly_billing_schedule],
         resources={
             "spark": spark or SparkResource.from_env(),
-            "lake": lake or LakeResource.from_env(),
-            "cassandra": cassandra or CassandraResource.from_env(),
+            "lake": lake,
+            "cassandra": cassandra,
         },
         # Steps share one process and so one SparkSession; one JVM per step would cost seconds each.
         executor=dg.in_process_executor,

@@ -1,5 +1,6 @@
 """Partitions, windows and policies shared by assets, sensors, schedules and the CLI."""
 
+import datetime as dt
 import os
 import warnings
 
@@ -9,13 +10,24 @@ import dagster as dg
 # intended design here; Dagster labels both as beta.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
-# The first day an event may carry. Events dated outside [FIRST_EVENT_DATE, today + 1] have no
-# partition to live in, so bronze sends them to the rejects table instead of losing them.
-FIRST_EVENT_DATE = os.environ.get("CPA_FIRST_EVENT_DATE", "2025-01-01")
+# The days an event may carry: from FIRST_EVENT_DATE through LAST_EVENT_DATE, or through today
+# (UTC) when no last date is set, as for a live stream. Events dated outside have no partition to
+# live in, so bronze sends them to the rejects table instead of losing them. A historical dataset
+# sets both to its own first and last dates (`cpa calendar` prints them, `make run` uses it), so the
+# UI lists only the dates that can hold data instead of opening on an empty today.
+FIRST_EVENT_DATE = os.environ.get("CPA_FIRST_EVENT_DATE") or "2025-01-01"
+LAST_EVENT_DATE = os.environ.get("CPA_LAST_EVENT_DATE") or None
 
-event_date_partitions = dg.DailyPartitionsDefinition(
-    start_date=FIRST_EVENT_DATE, timezone="UTC", end_offset=1
-)
+
+def daily_partitions(first: str, last: str | None = LAST_EVENT_DATE) -> dg.DailyPartitionsDefinition:
+    """Daily UTC partitions from `first` through `last` (inclusive), or through today."""
+    if last is None:
+        return dg.DailyPartitionsDefinition(start_date=first, timezone="UTC", end_offset=1)
+    end = (dt.date.fromisoformat(last) + dt.timedelta(days=1)).isoformat()  # Dagster's end is exclusive
+    return dg.DailyPartitionsDefinition(start_date=first, end_date=end, timezone="UTC")
+
+
+event_date_partitions = daily_partitions(FIRST_EVENT_DATE)
 
 TOP_SERVICES_WINDOW_DAYS = 14
 

@@ -902,6 +902,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--start", type=date.fromisoformat, default=DEFAULT_START,
                         help="first usage date, YYYY-MM-DD")
+    parser.add_argument("--end", type=date.fromisoformat,
+                        help="last usage date instead of --start (`make run` ends on today, so the stream looks live)")
     parser.add_argument("--days", type=int, default=60, help="days of usage events")
     parser.add_argument("--anomalies", type=int, default=0,
                         help="labelled cost spikes to inject (written to anomaly_labels.csv)")
@@ -911,7 +913,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        summary = generate(args.out, scale=args.scale, seed=args.seed, start=args.start,
+        start = args.end - timedelta(days=args.days - 1) if args.end else args.start
+        summary = generate(args.out, scale=args.scale, seed=args.seed, start=start,
                            days=args.days, anomalies=args.anomalies, force=args.force)
     except (FileExistsError, ValueError) as error:
         print(f"cpa generate: {error}", file=sys.stderr)

@@ -36,7 +36,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cpa_cli import ask, backfill, evaluate, generate, replay
+    from cpa_cli import ask, backfill, calendar_env, evaluate, generate, replay, report
 
     parser = argparse.ArgumentParser(prog="cpa", description="Cloud Provider Analytics pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_arguments(back)
     back.set_defaults(handler=backfill.run)
 
+    bounds = commands.add_parser("calendar", help="print the partition bounds that fit the landing data, as export lines")
+    calendar_env.add_arguments(bounds)
+    bounds.set_defaults(handler=calendar_env.run)
+
     judge = commands.add_parser("evaluate", help="measure the cost-anomaly detectors on generated labelled spikes")
     evaluate.add_arguments(judge)
     judge.set_defaults(handler=evaluate.run)
@@ -64,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     deliver = commands.add_parser("replay", help="deliver event files one by one, atomically, at a given rate")
     replay.add_arguments(deliver)
     deliver.set_defaults(handler=replay.run)
+
+    page = commands.add_parser("report", help="write one HTML page with the answers P1–P6 and their charts")
+    report.add_arguments(page)
+    page.set_defaults(handler=report.run)
 
     question = commands.add_parser("ask", help="answer a serving question from Cassandra")
     ask.add_arguments(question)

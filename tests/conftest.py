@@ -94,3 +94,22 @@ def latest_metadata(result, asset_key: dg.AssetKey) -> dict:
         if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key == asset_key
     ]
     return {k: v.value for k, v in events[-1].metadata.items()}
+
+
+def metadata_by_partition(result, asset_key: dg.AssetKey) -> dict[str, dict]:
+    """Metadata of the last materialisation of each partition of an asset in a run, as plain values."""
+    latest: dict[str, dict] = {}
+    for e in result.all_events:
+        if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key == asset_key:
+            materialization = e.event_specific_data.materialization
+            latest[materialization.partition] = {k: v.value for k, v in materialization.metadata.items()}
+    return latest
+
+
+def summed(by_partition: dict[str, dict], key: str) -> dict[str, int]:
+    """A per-partition dict of counts (e.g. quarantined_by_rule) added up over the partitions."""
+    total: dict[str, int] = {}
+    for metadata in by_partition.values():
+        for name, n in metadata[key].items():
+            total[name] = total.get(name, 0) + n
+    return total

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
 from cpa_assets.event_time import BLANK_LINE_PATTERN, is_blank, spark_timestamp
+from cpa_assets.metadata import partition_metadata
 from cpa_assets.partitions import bookkeeping_last, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
 from cpa_resources import LakeResource, SparkResource
@@ -63,6 +64,19 @@ REJECT_SCHEMA = T.StructType(
         T.StructField("raw_line", T.StringType()),
         T.StructField("raw_base64", T.StringType()),
         T.StructField("reason", T.StringType(), False),
+        T.StructField("ingest_ts", T.TimestampType(), False),
+    ]
+)
+
+# The ledger's duplicates, as written (for the UI's column schema).
+DUPLICATE_SCHEMA = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("source_file", T.StringType(), False),
+        T.StructField("line_no", T.IntegerType(), False),
+        T.StructField("kept_source_file", T.StringType(), False),
+        T.StructField("kept_line_no", T.IntegerType(), False),
+        T.StructField("event_date", T.DateType(), False),
         T.StructField("ingest_ts", T.TimestampType(), False),
     ]
 )
@@ -352,6 +366,7 @@ def bronze_usage_events(
     # The schema check and the preview read the rows this run wrote; the counts cover its dates.
     per_date = {str(r[0]): r[1] for r in stored.groupBy("event_date").count().collect()}
     rows = sum(per_date.values())
+    partition_metadata(context, BRONZE_EVENTS, written, "event_date", counts=per_date)
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,

@@ -10,7 +10,9 @@ import pyspark.sql.types as T
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from cpa_assets.charts import cost_with_anomalies
 from cpa_assets.checks import schema_spec, spark_schema_result
+from cpa_assets.metadata import chart_metadata, partition_metadata
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA
 from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, anomaly_baseline_window, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
@@ -148,6 +150,28 @@ def detect_cost_anomalies(daily: DataFrame) -> DataFrame:
     return scored.select("*", *flags).select(*COST_ANOMALIES_SCHEMA.fieldNames())
 
 
+def date_metadata(context: dg.AssetExecutionContext, written: DataFrame, flagged: DataFrame) -> None:
+    """Each date's own rows, judged rows, flags per detector and flagged preview; the chart of the run's cells."""
+    flags = list(DETECTORS)
+    per_date = {
+        str(r["usage_date"]): r
+        for r in written.groupBy("usage_date").agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(F.col("baseline_days") >= MIN_BASELINE_DAYS, True)).alias("judged"),
+            *[F.count(F.when(F.col(flag), True)).alias(flag) for flag in flags],
+        ).collect()
+    }
+    figures = {
+        day: {"rows_judged": r["judged"], "flagged": dg.MetadataValue.json({flag: r[flag] for flag in flags})}
+        for day, r in per_date.items()
+    }
+    counts = {day: r["rows"] for day, r in per_date.items()}
+    partition_metadata(context, COST_ANOMALIES, flagged, "usage_date", counts=counts, extra=figures,
+                       order=[F.desc("robust_zscore"), "org_id", "service"])
+    cells = written.select("usage_date", "daily_cost_usd", *flags).toPandas()
+    chart_metadata(context, COST_ANOMALIES, cost_with_anomalies(cells), "P6 daily cost with the anomaly flags")
+
+
 def _days(first: dt.date, last: dt.date) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
@@ -181,6 +205,7 @@ def cost_anomalies(context: dg.AssetExecutionContext, spark: SparkResource, lake
         *[F.count(F.when(F.col(flag), True)).alias(flag) for flag in flags],
     ).first()
     flagged = written.where(F.greatest(*[F.col(flag) for flag in flags])).orderBy(F.desc("robust_zscore"))
+    date_metadata(context, written, flagged)
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": counts["rows"],

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_partitions
 from cpa_assets.checks import schema_spec, spark_schema_result
+from cpa_assets.metadata import partition_metadata
 from cpa_assets.partitions import single_run
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.batch import read_silver
@@ -199,6 +200,7 @@ def build_batch_mart(mart: BatchMart) -> dg.AssetsDefinition:
         unplaced = unplaced_rows(mart, rows)
         rows.unpersist()
         written = lake.read(session, "gold", mart.table, mart.schema, mart.date_column, keys).cache()
+        partition_metadata(context, mart.key, written, mart.date_column, order=["org_id"])
         result = dg.MaterializeResult(
             metadata={
                 "dagster/row_count": written.count(),

@@ -8,6 +8,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from cpa_assets.checks import schema_spec, spark_schema_result
+from cpa_assets.metadata import partition_metadata
 from cpa_assets.partitions import event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
@@ -79,7 +80,7 @@ def genai_tokens_by_org_date(
         daily_genai_usage(silver), "gold", "genai_tokens_by_org_date", "usage_date", dates
     )
     written = lake.read(session, "gold", "genai_tokens_by_org_date", GENAI_TOKENS_SCHEMA, "usage_date", dates).cache()
-    rows = written.count()
+    rows = sum(partition_metadata(context, GENAI_TOKENS, written, "usage_date", order=["org_id"]).values())
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,

@@ -9,7 +9,9 @@ import pyspark.sql.types as T
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from cpa_assets.charts import daily_cost_per_service
 from cpa_assets.checks import schema_spec, spark_schema_result
+from cpa_assets.metadata import chart_metadata, partition_metadata
 from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partitions, serve_first, single_run, top_services_window
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
@@ -129,7 +131,9 @@ def org_daily_usage_by_service(
     silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
     path = lake.replace_partitions(daily_usage(silver), "gold", "org_daily_usage_by_service", "usage_date", dates)
     written = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", dates).cache()
-    rows = written.count()
+    rows = sum(partition_metadata(context, DAILY_USAGE, written, "usage_date", order=["org_id", "service"]).values())
+    per_service = written.groupBy("usage_date", "service").agg(F.sum("daily_cost_usd").alias("daily_cost_usd")).toPandas()
+    chart_metadata(context, DAILY_USAGE, daily_cost_per_service(per_service), "P1 daily cost per service (USD)")
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
@@ -166,7 +170,7 @@ def org_top_services_14d(
     ranked = top_services(daily, dates[0], dates[-1])
     path = lake.replace_partitions(ranked, "gold", "org_top_services_14d", "as_of_date", dates)
     written = lake.read(session, "gold", "org_top_services_14d", TOP_SERVICES_SCHEMA, "as_of_date", dates).cache()
-    rows = written.count()
+    rows = sum(partition_metadata(context, TOP_SERVICES, written, "as_of_date", order=["org_id", "rank"]).values())
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,

@@ -21,6 +21,7 @@ from cassandra.util import Date
 from pyspark.sql.types import StructType
 
 from cpa_assets.checks import pandas_schema_result, schema_spec
+from cpa_assets.metadata import partition_metadata
 from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_partitions
 from cpa_assets.gold.batch import REVENUE_BY_MONTH, REVENUE_SCHEMA, TICKETS_BY_DATE, TICKETS_SCHEMA
 from cpa_assets.gold.anomalies import COST_ANOMALIES, COST_ANOMALIES_SCHEMA
@@ -280,6 +281,7 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         seconds = time.perf_counter() - started
         served = read_dates(session, table, cassandra.table(table.name), dates)
         differences = same_rows(table, gold, served.infer_objects())
+        partition_metadata(context, table.key, None, table.date_column, counts=gold[table.date_column].astype(str).value_counts().to_dict())
         context.log.info(
             f"cassandra {table.name}: {written['rows_written']} rows in {seconds:.1f}s"
             f" ({written['partitions_cleared_of_older_rows']} partitions cleared of older rows)"

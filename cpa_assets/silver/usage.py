@@ -5,6 +5,7 @@ lands either in silver (with `dq_flags`) or in quarantine (with `dq_rule`)."""
 from functools import reduce
 
 import dagster as dg
+import pandas as pd
 import pandera.pyspark as pa
 import pyspark.sql.types as T
 from pyspark.sql import DataFrame, SparkSession
@@ -13,6 +14,8 @@ from pyspark.sql import functions as F
 from cpa_assets.bronze.batch import read_bronze
 from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, LandingFiles, arrived_after, held_rows
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.metadata import chart_metadata, counts_by_date, partition_metadata
+from cpa_assets.charts import quarantine_by_rule
 from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 from cpa_assets.preview import markdown_preview
@@ -150,6 +153,40 @@ def silver_may_append(lake: LakeResource, held: DataFrame, names: list[str]) -> 
     return bool(names) and snapshots_at <= silver_at and arrived_after(held, names)
 
 
+def date_metadata(
+    context: dg.AssetExecutionContext,
+    written: DataFrame,
+    quarantined: DataFrame,
+    per_date: dict[str, dict[str, int]],
+    appending: bool,
+) -> None:
+    """Each date's own figures on its silver and quarantine materialisations: rows, rows in from
+    bronze, quarantined by rule (`quarantined`: every quarantined row of the dates), conservation,
+    and the flags and preview of the rows written (appending: the rows added); the quarantine chart."""
+    rules = counts_by_date(quarantined, "event_date", "dq_rule")
+    flags = counts_by_date(written.select("event_date", F.explode("dq_flags").alias("flag")), "event_date", "flag")
+    figures, held = {}, {}
+    for day in context.partition_keys:
+        n_bronze, n_silver, n_held = (per_date[name].get(day, 0) for name in ("bronze", "silver", "quarantine"))
+        by_rule = dg.MetadataValue.json({rule: 0 for rule in QUARANTINE_RULES} | rules.get(day, {}))
+        figures[day] = {
+            "rows_in": n_bronze,
+            "rows_quarantined": n_held,
+            "quarantined_by_rule": by_rule,
+            "flags": dg.MetadataValue.json({flag: 0 for flag in FLAGS} | flags.get(day, {})),
+            "flags_cover": "the rows this run appended" if appending else "every row of the date",
+            "conservation": f"{n_bronze} bronze = {n_silver} silver + {n_held} quarantined"
+            + ("" if n_bronze == n_silver + n_held else " (does not balance)"),
+        }
+        held[day] = {"by_rule": by_rule}
+    partition_metadata(context, SILVER_EVENTS, written, "event_date", counts=per_date["silver"], extra=figures)
+    partition_metadata(context, QUARANTINE, quarantined, "event_date", counts=per_date["quarantine"], extra=held)
+    chart = pd.DataFrame(
+        [(day, rule, n) for day, counts in rules.items() for rule, n in counts.items()], columns=["event_date", "dq_rule", "rows"]
+    )
+    chart_metadata(context, QUARANTINE, quarantine_by_rule(chart), "Quarantined usage events per day, by rule")
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -235,6 +272,10 @@ def silver_usage_events(
         r[0]: r[1] for r in written.select(F.explode("dq_flags").alias("flag")).groupBy("flag").count().collect()
     }
     totals = {name: sum(counts.values()) for name, counts in per_date.items()}
+    # Appending, the step holds only the rows it added: the quarantine of its dates is read back
+    # (small) so that each date's rule counts cover everything it holds.
+    held_back = lake.read(session, "silver", "usage_events_quarantine", QUARANTINE_SCHEMA, "event_date", dates) if appending else quarantined
+    date_metadata(context, written, held_back, per_date, appending)
     yield dg.MaterializeResult(
         asset_key=SILVER_EVENTS,
         metadata={

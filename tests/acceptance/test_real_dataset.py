@@ -10,7 +10,7 @@ import pytest
 from cpa_assets.bronze.batch import CSV_SOURCES
 from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
 from tests.cassandra_tables import assert_same_rows, read_table
-from tests.conftest import REAL_LANDING, failed_checks, fresh_keyspace, latest_metadata, require_real_landing, run_pipeline
+from tests.conftest import REAL_LANDING, failed_checks, fresh_keyspace, metadata_by_partition, require_real_landing, run_pipeline, summed
 from tests.independent_batch import p3_tickets_by_org_date, p4_revenue_by_org_month
 from tests.independent_genai import p5_genai_tokens
 from tests.independent import landing_events, p1_daily_usage, p2_top_services, silver_events
@@ -96,14 +96,39 @@ def test_bronze_holds_every_landing_event_once_and_silver_conserves_each_date(ba
     )
     pd.testing.assert_series_equal(per_date.sort_index(), served.sort_index().astype(int), check_names=False)
 
-    metadata = latest_metadata(result, dg.AssetKey(["silver", "usage_events"]))
+    # Each date's materialisation carries that date's figures; they add up to the landing's.
+    by_date = metadata_by_partition(result, dg.AssetKey(["silver", "usage_events"]))
     kept = silver_events(REAL_LANDING)
     events = landing_events(REAL_LANDING)
     below = sum(1 for e in events if (e.get("cost_usd_increment") or 0) < -0.01)
-    assert metadata["quarantined_by_rule"] == {"EV-02": 0, "EV-05": below, "RI-01": 0, "RI-02": 0}
-    assert metadata["flags"]["unit_imputed"] == int(kept.unit.isna().sum())
-    assert metadata["flags"]["missing_value"] == int(kept.value.isna().sum())
-    assert metadata["rows_quarantined"] == len(events) - len(kept) == below
+    assert summed(by_date, "quarantined_by_rule") == {"EV-02": 0, "EV-05": below, "RI-01": 0, "RI-02": 0}
+    assert summed(by_date, "flags")["unit_imputed"] == int(kept.unit.isna().sum())
+    assert summed(by_date, "flags")["missing_value"] == int(kept.value.isna().sum())
+    assert sum(m["rows_quarantined"] for m in by_date.values()) == len(events) - len(kept) == below
+
+
+def test_each_date_reports_its_own_row_count_after_a_backfill(backfilled, spark):
+    """A backfill is one run over 60 dates: every date's latest materialisation tells that date's
+    rows, quarantine and conservation, not the range's totals."""
+    result, lake = backfilled
+    counts = {}
+    for table in ("usage_events", "usage_events_quarantine"):
+        frame = spark.read.parquet(str(lake.path("silver", table))).groupBy("event_date").count().collect()
+        counts[table] = {str(r[0]): r[1] for r in frame}
+    bronze = spark.read.parquet(str(lake.path("bronze", "usage_events"))).groupBy("event_date").count().collect()
+    bronze = {str(r[0]): r[1] for r in bronze}
+    silver = metadata_by_partition(result, dg.AssetKey(["silver", "usage_events"]))
+    held = metadata_by_partition(result, dg.AssetKey(["silver", "usage_events_quarantine"]))
+    assert len(silver) == len(counts["usage_events"]) == 60
+    for day, rows in counts["usage_events"].items():
+        quarantined = counts["usage_events_quarantine"].get(day, 0)
+        assert silver[day]["dagster/row_count"] == rows, day
+        assert silver[day]["rows_in"] == bronze[day] and silver[day]["rows_quarantined"] == quarantined, day
+        assert sum(silver[day]["quarantined_by_rule"].values()) == quarantined == held[day]["dagster/row_count"], day
+        assert silver[day]["conservation"] == f"{bronze[day]} bronze = {rows} silver + {quarantined} quarantined"
+        assert day in silver[day]["preview"], day
+    # The dates differ, so a copied range total could not pass the loop above.
+    assert len({m["dagster/row_count"] for m in silver.values()}) > 1
 
 
 def test_backfill_twice_changes_nothing(backfilled, spark, cassandra):

@@ -1,9 +1,13 @@
 """The code location loads, and every asset carries what the UI shows a user."""
 
+import re
+from pathlib import Path
+
 import dagster as dg
 
 from cpa_assets.definitions import defs
 
+REPO = Path(__file__).resolve().parents[2]
 LAYERS = {"bronze", "silver", "gold", "serving"}
 
 
@@ -29,3 +33,38 @@ def test_event_assets_are_partitioned_by_event_date():
                  ["gold", "org_top_services_14d"], ["cassandra", "org_daily_usage_by_service"]):
         partitions = graph.get(dg.AssetKey(name)).partitions_def
         assert isinstance(partitions, dg.DailyPartitionsDefinition), name
+
+
+def test_every_asset_shows_its_columns_table_owners_and_code_version():
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        schema = node.metadata["dagster/column_schema"]
+        assert isinstance(schema, dg.TableSchema) and schema.columns, key
+        table = node.metadata["dagster/table_name"]
+        if node.group_name == "serving":
+            assert table == f"cloud_provider.{key.path[-1]}", key
+        else:
+            assert table.endswith(f"/{key.path[0]}/{key.path[-1]}"), key
+        assert node.owners and all(o.startswith("team:") for o in node.owners), key
+        assert node.code_version, key
+
+
+def test_columns_come_from_the_tables_own_schemas():
+    graph = defs.resolve_asset_graph()
+    columns = {c.name: c for c in graph.get(dg.AssetKey(["silver", "usage_events"])).metadata["dagster/column_schema"].columns}
+    assert list(columns)[:3] == ["event_id", "timestamp", "org_id"] and columns["dq_flags"].type == "array<string>"
+    assert not columns["event_id"].constraints.nullable and columns["org_id"].constraints.nullable
+
+
+def test_serving_tables_show_their_primary_key_and_the_ddl_types():
+    from cpa_assets.serving.tables import SERVING_TABLES
+
+    graph = defs.resolve_asset_graph()
+    for table in SERVING_TABLES:
+        metadata = graph.get(table.key).metadata
+        assert metadata["primary_key"] == f"(({', '.join(table.partition_key)}), {', '.join(table.clustering)})"
+        ddl = (REPO / "cql" / f"{table.name}.cql").read_text()
+        assert f"PRIMARY KEY {metadata['primary_key']}" in ddl, table.name
+        for column in metadata["dagster/column_schema"].columns:
+            assert re.search(rf"^\s+{column.name} {column.type},$", ddl, re.M), (table.name, column.name)

@@ -1,0 +1,205 @@
+"""What the UI tells about each table.
+
+Definition metadata, shown on an asset's page before anything runs: its columns
+(`dagster/column_schema`, derived from the table's Spark schema), where it lives
+(`dagster/table_name`: the Parquet folder, or `keyspace.table` in Cassandra), its owners, a code
+version, and for a serving table its primary key.
+
+Materialisation metadata per date: a run over a range of dates records one materialisation per
+date, and Dagster copies the step's metadata onto each of them. `partition_metadata` gives each
+date its own figures (row count, preview, whatever the asset counts per date) instead, through
+`context.add_asset_metadata(..., partition_key=...)`."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+import pyspark.sql.types as T
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from cpa_assets.preview import PREVIEW_ROWS, markdown_table
+
+PACKAGE = Path(__file__).resolve().parent
+
+OWNERS = {
+    "bronze": ["team:data-engineering"],
+    "silver": ["team:data-engineering"],
+    "gold": ["team:analytics"],
+    "serving": ["team:analytics"],
+}
+
+# Cassandra's name for each Spark type the serving tables use (cql/ holds the DDL).
+CQL_TYPES = {"string": "text", "date": "date", "double": "double", "int": "int", "bigint": "bigint", "boolean": "boolean"}
+
+
+def ddl_schema(ddl: str) -> T.StructType:
+    """A flat Spark DDL schema ("name type, name type", as `createDataFrame` takes it) as a StructType,
+    without a SparkSession; every column nullable, as Spark makes them."""
+    fields, depth, current = [], 0, ""
+    for char in ddl + ",":
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            name, kind = current.strip().split(None, 1)
+            fields.append(T.StructField(name, _DDL_TYPES.get(kind.strip().lower()) or T.StringType()))
+            current = ""
+        else:
+            current += char
+    return T.StructType(fields)
+
+
+_DDL_TYPES = {
+    "string": T.StringType(), "long": T.LongType(), "bigint": T.LongType(), "int": T.IntegerType(),
+    "integer": T.IntegerType(), "double": T.DoubleType(), "date": T.DateType(), "timestamp": T.TimestampType(),
+    "boolean": T.BooleanType(),
+}
+
+
+def column_schema(schema: T.StructType | str, type_names: Mapping[str, str] | None = None) -> dg.TableSchema:
+    """The UI's column table of a Spark schema (or a flat DDL string): name, type and whether it may be null."""
+    if isinstance(schema, str):
+        schema = ddl_schema(schema)
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=field.name,
+                type=(type_names or {}).get(field.dataType.simpleString(), field.dataType.simpleString()),
+                constraints=dg.TableColumnConstraints(nullable=field.nullable),
+            )
+            for field in schema.fields
+        ]
+    )
+
+
+def table_catalog() -> dict[dg.AssetKey, tuple[str, str, T.StructType]]:
+    """Every Parquet table of the lake: asset key → (layer, table, Spark schema), from each layer's
+    own schema constants."""
+    from cpa_assets.bronze import batch as bronze_batch
+    from cpa_assets.bronze import usage as bronze_usage
+    from cpa_assets.gold.anomalies import COST_ANOMALIES, COST_ANOMALIES_SCHEMA
+    from cpa_assets.gold.batch import BATCH_MARTS
+    from cpa_assets.gold.genai import GENAI_TOKENS, GENAI_TOKENS_SCHEMA
+    from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, TOP_SERVICES, TOP_SERVICES_SCHEMA
+    from cpa_assets.silver import batch as silver_batch
+    from cpa_assets.silver import usage as silver_usage
+
+    schemas: dict[dg.AssetKey, T.StructType] = {
+        bronze_usage.BRONZE_EVENTS: bronze_usage.BRONZE_SCHEMA,
+        bronze_usage.REJECTS: bronze_usage.REJECT_SCHEMA,
+        bronze_usage.DUPLICATES: bronze_usage.DUPLICATE_SCHEMA,
+        bronze_usage.FILE_COUNTS: bronze_usage.FILE_COUNTS_SCHEMA,
+        silver_usage.SILVER_EVENTS: silver_usage.SILVER_SCHEMA,
+        silver_usage.QUARANTINE: silver_usage.QUARANTINE_SCHEMA,
+        DAILY_USAGE: DAILY_USAGE_SCHEMA,
+        TOP_SERVICES: TOP_SERVICES_SCHEMA,
+        GENAI_TOKENS: GENAI_TOKENS_SCHEMA,
+        COST_ANOMALIES: COST_ANOMALIES_SCHEMA,
+        **{mart.key: mart.schema for mart in BATCH_MARTS},
+    }
+    for source in bronze_batch.CSV_SOURCES:
+        schemas[bronze_batch.bronze_key(source)] = source.schema
+        schemas[bronze_batch.rejects_key(source)] = bronze_batch.REJECT_SCHEMA
+    for table in silver_batch.SILVER_TABLES:
+        schemas[table.silver_key] = table.schema
+        schemas[table.quarantine_key] = table.quarantine_schema
+    return {key: (key.path[0], key.path[-1], schema) for key, schema in schemas.items()}
+
+
+def layer_code_version(group: str) -> str:
+    """A digest of the layer's source folder (cpa_assets/<layer>/): it changes when its code does."""
+    digest = hashlib.sha256()
+    for path in sorted((PACKAGE / group).glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def with_definition_metadata(assets: list, lake, cassandra) -> list:
+    """The assets with their column schema, table name, owners and code version (and primary key
+    for the serving tables) added to their specs."""
+    from cpa_assets.serving.tables import SERVING_TABLES
+
+    lake_tables = table_catalog()
+    serving = {table.key: table for table in SERVING_TABLES}
+    versions = {group: layer_code_version(group) for group in OWNERS}
+
+    def add(spec: dg.AssetSpec) -> dg.AssetSpec:
+        if spec.key in serving:
+            table = serving[spec.key]
+            metadata = {
+                "dagster/column_schema": column_schema(table.gold_schema, CQL_TYPES),
+                "dagster/table_name": cassandra.table(table.name),
+                "primary_key": f"(({', '.join(table.partition_key)}), {', '.join(table.clustering)})",
+                "partition_key": dg.MetadataValue.json(list(table.partition_key)),
+                "clustering_columns": dg.MetadataValue.json(list(table.clustering)),
+            }
+        else:
+            layer, name, schema = lake_tables[spec.key]
+            metadata = {
+                "dagster/column_schema": column_schema(schema),
+                "dagster/table_name": str(lake.path(layer, name)),
+            }
+        return spec.merge_attributes(metadata=metadata, owners=OWNERS[spec.group_name]).replace_attributes(
+            code_version=versions[spec.group_name]
+        )
+
+    return dg.map_asset_specs(add, assets)
+
+
+def previews_by_date(rows: DataFrame, date_column: str, order: list | None = None) -> dict[str, str]:
+    """The first PREVIEW_ROWS rows of every date as a markdown table, in one Spark job."""
+    ordering = [c if isinstance(c, Column) else F.col(c) for c in (order or [c for c in rows.columns if c != date_column][:2])]
+    window = Window.partitionBy(date_column).orderBy(*ordering)
+    sample = rows.withColumn("_n", F.row_number().over(window)).where(F.col("_n") <= PREVIEW_ROWS).toPandas()
+    return {
+        str(day): markdown_table(group.sort_values("_n").drop(columns=["_n"]))
+        for day, group in sample.groupby(date_column)
+    }
+
+
+def counts_by_date(rows: DataFrame, date_column: str, by: str | None = None) -> dict:
+    """Rows per date ({date: n}), or per date and value of `by` ({date: {value: n}}), in one job."""
+    if by is None:
+        return {str(r[0]): r[1] for r in rows.groupBy(date_column).count().collect()}
+    counts: dict[str, dict] = {}
+    for r in rows.groupBy(date_column, by).count().collect():
+        counts.setdefault(str(r[0]), {})[r[1]] = r[2]
+    return counts
+
+
+def partition_metadata(
+    context: dg.AssetExecutionContext,
+    asset_key: dg.AssetKey,
+    rows: DataFrame | None,
+    date_column: str,
+    counts: Mapping[str, int] | None = None,
+    extra: Mapping[str, Mapping] | None = None,
+    order: list | None = None,
+) -> dict[str, int]:
+    """Give each date of the run its own row count and preview (and `extra[date]`), over the
+    step's metadata for the range. `rows`: the rows to preview (None: no preview); `counts`: each
+    date's row count when the caller has it already, else counted from `rows`. Returns the counts."""
+    if counts is None:
+        counts = counts_by_date(rows, date_column)
+    previews = previews_by_date(rows, date_column, order) if rows is not None else {}
+    for key in context.partition_keys:
+        metadata = {"dagster/row_count": counts.get(key, 0), **(extra or {}).get(key, {})}
+        if rows is not None:
+            metadata["preview"] = dg.MetadataValue.md(previews.get(key, "_no rows_"))
+        context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=key)
+    return dict(counts)
+
+
+def chart_metadata(context: dg.AssetExecutionContext, asset_key: dg.AssetKey, png: bytes, title: str) -> None:
+    """A chart of the run's dates on the materialisation of its last date, the one the asset's page
+    shows as the latest (on every date it would store the same image 60 times a run)."""
+    from cpa_assets.charts import markdown_image
+
+    context.add_asset_metadata(
+        {"chart": dg.MetadataValue.md(f"**{title}**, {context.partition_keys[0]} … {context.partition_keys[-1]}\n\n"
+                                      + markdown_image(png, title))},
+        asset_key=asset_key,
+        partition_key=context.partition_keys[-1],
+    )
