@@ -98,18 +98,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cpa-faults-") as scratch_dir:
         scratch = Path(scratch_dir)
         server = PrivateCassandra(scratch / "cassandra")
-        server.start()
-        cassandra = server.resource("cpa_bench_faults")
-        landing, lake, files = stream_landing(scratch, cassandra, seed=args.seed, days=args.days)
-        if len(files) < len(trials) + 1:
-            raise SystemExit(f"{len(files)} event files for {len(trials)} trials: raise --days")
-        log = Path(tempfile.gettempdir()) / "cpa-faults-dg-dev.log"
-        log.unlink(missing_ok=True)
-        stack = LiveStack(scratch / "dagster", Path(lake.root), landing, cassandra.keyspace, log=log,
-                          env={"CPA_CASSANDRA_PORT": str(server.port)})
-        print(f"faults: {len(trials)} trials (seed {args.seed}), dg dev log {log}", flush=True)
-        delivered: list[str] = []
+        stack = None
         try:
+            server.start()
+            cassandra = server.resource("cpa_bench_faults")
+            landing, lake, files = stream_landing(scratch, cassandra, seed=args.seed, days=args.days)
+            if len(files) < len(trials) + 1:
+                raise SystemExit(f"{len(files)} event files for {len(trials)} trials: raise --days")
+            log = Path(tempfile.gettempdir()) / "cpa-faults-dg-dev.log"
+            log.unlink(missing_ok=True)
+            stack = LiveStack(scratch / "dagster", Path(lake.root), landing, cassandra.keyspace, log=log,
+                              env={"CPA_CASSANDRA_PORT": str(server.port)})
+            print(f"faults: {len(trials)} trials (seed {args.seed}), dg dev log {log}", flush=True)
+            delivered: list[str] = []
             stack.start()
             instance = stack.instance()
             deliver(files[0], lake.events_dir())
@@ -138,7 +139,8 @@ def main() -> int:
                 print(f"trial {number:2d}: {what} at '{moment}' (run {state}); converged {seconds:.0f} s after it was back;"
                       f" {'equal to a clean run' if not differing else 'DIFFERS: ' + ', '.join(differing)}", flush=True)
         finally:
-            stack.stop()
+            if stack is not None:
+                stack.stop()
             server.stop()
     passed = sum(ok for *_, ok in results)
     seconds = [s for _, _, s, _ in results]
