@@ -44,12 +44,13 @@ def stream_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
 
 
 def converged(instance: dg.DagsterInstance, names: list[str]) -> bool:
-    """Every delivered file served by a successful run, nothing queued or going, and the newest
-    stream run a success (a failure not yet repaired means the sensor still has work to do)."""
+    """Nothing queued or going, every failed stream run repaired by a later run (so the last of a
+    chain of repairs succeeded), and every delivered file served by a successful run."""
     runs = stream_runs(instance)
     if not runs or any(r.status in WAITING + GOING for r in runs):
         return False
-    if runs[0].status != dg.DagsterRunStatus.SUCCESS:
+    repaired = {run_id for r in runs for run_id in r.tags.get("cpa/repairs", "").split(",") if run_id}
+    if any(r.status == dg.DagsterRunStatus.FAILURE and r.run_id not in repaired for r in runs):
         return False
     return all(any(r.status == dg.DagsterRunStatus.SUCCESS for r in runs_for_file(instance, n)) for n in names)
 

@@ -57,12 +57,10 @@ def main() -> int:
 
 
 def _cursor(stack: LiveStack) -> int:
-    answer = stack.graphql('{ sensorsOrError(repositorySelector: {repositoryName: "__repository__",'
-                           ' repositoryLocationName: "cpa"}) { ... on Sensors { results { name'
-                           ' sensorState { typeSpecificData { ... on SensorData { lastCursor } } } } } } }')
-    for sensor in answer["data"]["sensorsOrError"]["results"]:
-        if sensor["name"] == "usage_events_sensor":
-            return len(sensor["sensorState"]["typeSpecificData"]["lastCursor"] or "")
+    """The usage sensor's cursor size, as the instance stores it with every tick."""
+    for state in stack.instance().all_instigator_state():
+        if state.name == "usage_events_sensor" and state.instigator_data is not None:
+            return len(state.instigator_data.cursor or "")
     return -1
 
 
