@@ -35,7 +35,8 @@ def test_each_schedule_run_twice_changes_nothing(tmp_path, cassandra, spark):
     instance = dg.DagsterInstance.ephemeral()
 
     def tick(schedule) -> None:
-        request = schedule(dg.build_schedule_context(instance=instance, resources={"lake": lake}))
+        with dg.build_schedule_context(instance=instance, resources={"lake": lake}) as context:
+            request = schedule(context)
         assert isinstance(request, dg.RunRequest), request
         result = defs.resolve_job_def(schedule.job_name).execute_in_process(instance=instance, tags=request.tags)
         assert result.success
