@@ -55,3 +55,7 @@ serve_first = {"dagster/priority": "1"}
 # The landing ledger (rejects, duplicates, per-file counts) is bookkeeping no serving table reads:
 # in a stream run it goes after every mart and table.
 bookkeeping_last = {"dagster/priority": "-1"}
+
+# The tags that make a run cover a range of partitions (Dagster's public tag names).
+PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"

@@ -33,12 +33,14 @@ from cpa_assets.landing import event_dates
 from cpa_assets.gold.anomalies import cost_anomalies
 from cpa_assets.gold.genai import genai_tokens_by_org_date
 from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
-from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS, event_date_partitions
+from cpa_assets.partitions import (
+    ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS, event_date_partitions,
+    PARTITION_RANGE_END_TAG as RANGE_END, PARTITION_RANGE_START_TAG as RANGE_START,
+)
 from cpa_assets.serving.tables import serving_assets
 from cpa_assets.silver.usage import silver_usage_events
 from cpa_resources import LakeResource
 
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 WORKER_STARTED = "Started process for run (pid: "
 
 # A changed day D feeds P2 up to D+13 and anomaly baselines up to D+28.

@@ -7,11 +7,11 @@ import threading
 import time
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_partitions
 from cpa_assets.jobs import BILLING_MARTS, TICKET_MARTS
 from cpa_assets.landing import csv_partition_range, event_dates
+from cpa_assets.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from cpa_resources import LakeResource
 from cpa_resources.cassandra import CassandraUnavailable
 
@@ -48,7 +48,7 @@ def run_range(defs, job: str, start: str, end: str, instance, selection=None) ->
     keys = selection.resolve(defs.resolve_asset_graph()) if selection is not None else None
     return job_def.execute_in_process(
         instance=instance,
-        tags={ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end},
+        tags={PARTITION_RANGE_START_TAG: start, PARTITION_RANGE_END_TAG: end},
         asset_selection=list(keys) if keys else None,
         # Each asset logs one line of progress at INFO; Dagster's own event chatter is DEBUG.
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
