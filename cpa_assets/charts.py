@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: render to memory only
 
+import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -24,16 +25,30 @@ DETECTOR_STYLE = {
 }
 
 
+def _axes(right: float = 0.98):
+    """A figure and its axes with fixed margins: laying out to fit (tight_layout) draws the figure
+    an extra time, which costs as much as the PNG itself."""
+    fig, ax = plt.subplots(figsize=SIZE)
+    fig.subplots_adjust(left=0.09, right=right, top=0.9, bottom=0.14)
+    return fig, ax
+
+
+def _dates_on_x(ax) -> None:
+    """Short date labels that do not overlap (07-15 … Aug … 08-15)."""
+    locator = mdates.AutoDateLocator(maxticks=10)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+
+
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
-    fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=DPI)
     plt.close(fig)
     return buffer.getvalue()
 
 
 def _empty(title: str) -> bytes:
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _axes()
     ax.set_title(title)
     ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
@@ -51,9 +66,10 @@ def daily_cost_per_service(daily: pd.DataFrame, title: str = "P1 daily cost per 
     table = daily.assign(usage_date=pd.to_datetime(daily["usage_date"])).pivot_table(
         index="usage_date", columns="service", values="daily_cost_usd", aggfunc="sum"
     )
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _axes()
     for service in table.columns:
         ax.plot(table.index, table[service], linewidth=1.5, label=service)
+    _dates_on_x(ax)
     ax.set_title(title)
     ax.set_xlabel("usage_date")
     ax.set_ylabel("USD")
@@ -67,7 +83,7 @@ def cost_with_anomalies(cells: pd.DataFrame, title: str = "P6 daily cost of ever
     if cells.empty:
         return _empty(title)
     cells = cells.assign(usage_date=pd.to_datetime(cells["usage_date"]))
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _axes(right=0.74)
     positive = cells[cells["daily_cost_usd"] > 0]
     ax.scatter(positive["usage_date"], positive["daily_cost_usd"], s=3, color="lightgrey", label="judged cells")
     for flag, (label, marker, colour) in DETECTOR_STYLE.items():
@@ -75,6 +91,7 @@ def cost_with_anomalies(cells: pd.DataFrame, title: str = "P6 daily cost of ever
         ax.scatter(hits["usage_date"], hits["daily_cost_usd"], s=36, marker=marker, color=colour,
                    label=f"{label} ({len(hits)})")
     ax.set_yscale("log")
+    _dates_on_x(ax)
     ax.set_title(title)
     ax.set_xlabel("usage_date")
     ax.set_ylabel("daily_cost_usd (log)")
@@ -89,7 +106,7 @@ def quarantine_by_rule(counts: pd.DataFrame, title: str = "Quarantined usage eve
         return _empty(title)
     table = counts.pivot_table(index="event_date", columns="dq_rule", values="rows", aggfunc="sum", fill_value=0)
     table.index = pd.to_datetime(table.index).strftime("%m-%d")
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _axes()
     bottom = pd.Series(0, index=table.index)
     for rule in table.columns:
         ax.bar(range(len(table)), table[rule], bottom=bottom, width=0.85, label=rule)
@@ -109,9 +126,10 @@ def line_chart(frame: pd.DataFrame, x: str, columns: list[str], title: str, ylab
     if frame.empty:
         return _empty(title)
     data = frame.assign(**{x: pd.to_datetime(frame[x])}).set_index(x)[columns]
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _axes()
     for column in columns:
         ax.plot(data.index, data[column], linewidth=1.5, label=column)
+    _dates_on_x(ax)
     ax.legend(fontsize="small")
     ax.set_title(title)
     ax.set_ylabel(ylabel)
@@ -122,7 +140,7 @@ def line_chart(frame: pd.DataFrame, x: str, columns: list[str], title: str, ylab
 def bar_chart(frame: pd.DataFrame, x: str, y: str, title: str, ylabel: str) -> bytes:
     if frame.empty:
         return _empty(title)
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _axes()
     ax.bar(frame[x].astype(str), frame[y])
     ax.set_title(title)
     ax.set_ylabel(ylabel)

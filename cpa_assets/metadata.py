@@ -21,7 +21,7 @@ import pyspark.sql.types as T
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from cpa_assets.preview import PREVIEW_ROWS, markdown_table
+from cpa_assets.preview import PREVIEW_ROWS, markdown_header, markdown_row
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -148,25 +148,24 @@ def with_definition_metadata(assets: list, lake, cassandra) -> list:
     return dg.map_asset_specs(add, assets)
 
 
-def previews_by_date(rows: DataFrame, date_column: str, order: list | None = None) -> dict[str, str]:
-    """The first PREVIEW_ROWS rows of every date as a markdown table, in one Spark job."""
+def previews_by_date(rows: DataFrame, date_column: str, order: list | None = None) -> tuple[dict[str, int], dict[str, str]]:
+    """Every date's row count and its first PREVIEW_ROWS rows as a markdown table, in one Spark job
+    (two windows over the same partitioning: one shuffle) and one pass over the sample."""
     ordering = [c if isinstance(c, Column) else F.col(c) for c in (order or [c for c in rows.columns if c != date_column][:2])]
-    window = Window.partitionBy(date_column).orderBy(*ordering)
-    sample = rows.withColumn("_n", F.row_number().over(window)).where(F.col("_n") <= PREVIEW_ROWS).toPandas()
-    return {
-        str(day): markdown_table(group.sort_values("_n").drop(columns=["_n"]))
-        for day, group in sample.groupby(date_column)
-    }
-
-
-def counts_by_date(rows: DataFrame, date_column: str, by: str | None = None) -> dict:
-    """Rows per date ({date: n}), or per date and value of `by` ({date: {value: n}}), in one job."""
-    if by is None:
-        return {str(r[0]): r[1] for r in rows.groupBy(date_column).count().collect()}
-    counts: dict[str, dict] = {}
-    for r in rows.groupBy(date_column, by).count().collect():
-        counts.setdefault(str(r[0]), {})[r[1]] = r[2]
-    return counts
+    by_date = Window.partitionBy(date_column)
+    sample = (
+        rows.withColumn("_n", F.row_number().over(by_date.orderBy(*ordering)))
+        .withColumn("_rows", F.count(F.lit(1)).over(by_date))
+        .where(F.col("_n") <= PREVIEW_ROWS)
+        .toPandas()
+        .sort_values([date_column, "_n"])
+    )
+    header = markdown_header(rows.columns)
+    counts, lines = {}, {}
+    for day, n, values in zip(sample[date_column].astype(str), sample["_rows"], sample[rows.columns].itertuples(index=False, name=None)):
+        counts[day] = int(n)
+        lines.setdefault(day, [header]).append(markdown_row(values))
+    return counts, {day: "\n".join(table) for day, table in lines.items()}
 
 
 def partition_metadata(
@@ -180,10 +179,10 @@ def partition_metadata(
 ) -> dict[str, int]:
     """Give each date of the run its own row count and preview (and `extra[date]`), over the
     step's metadata for the range. `rows`: the rows to preview (None: no preview); `counts`: each
-    date's row count when the caller has it already, else counted from `rows`. Returns the counts."""
-    if counts is None:
-        counts = counts_by_date(rows, date_column)
-    previews = previews_by_date(rows, date_column, order) if rows is not None else {}
+    date's row count when the caller has it already (it counts more than the previewed rows),
+    else counted from `rows`. Returns the counts."""
+    counted, previews = previews_by_date(rows, date_column, order) if rows is not None else ({}, {})
+    counts = counted if counts is None else counts
     for key in context.partition_keys:
         metadata = {"dagster/row_count": counts.get(key, 0), **(extra or {}).get(key, {})}
         if rows is not None:

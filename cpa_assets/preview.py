@@ -25,13 +25,18 @@ def format_value(value) -> str:
     return str(value)
 
 
+def markdown_header(columns) -> str:
+    return "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns)
+
+
+def markdown_row(values) -> str:
+    return "| " + " | ".join(format_value(v) for v in values) + " |"
+
+
 def markdown_table(sample: pd.DataFrame) -> str:
     if sample.empty:
         return "_no rows_"
-    header = "| " + " | ".join(sample.columns) + " |"
-    rule = "|" + "---|" * len(sample.columns)
-    body = ["| " + " | ".join(format_value(v) for v in row) + " |" for row in sample.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    return "\n".join([markdown_header(sample.columns), *map(markdown_row, sample.itertuples(index=False, name=None))])
 
 
 def markdown_preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> str:

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 from cpa_assets.bronze.batch import read_bronze
 from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, LandingFiles, arrived_after, held_rows
 from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
-from cpa_assets.metadata import chart_metadata, counts_by_date, partition_metadata
+from cpa_assets.metadata import chart_metadata, partition_metadata
 from cpa_assets.charts import quarantine_by_rule
 from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
@@ -153,27 +153,48 @@ def silver_may_append(lake: LakeResource, held: DataFrame, names: list[str]) -> 
     return bool(names) and snapshots_at <= silver_at and arrived_after(held, names)
 
 
+def tally(stored: dict[str, DataFrame], written: DataFrame) -> dict[str, dict[str, dict]]:
+    """Every count the step reports, in one Spark job: rows per date of each stored table
+    ({table: {date: n}}), quarantined rows per date and rule ({"rules": {date: {rule: n}}}) and
+    the flags of the rows written per date ({"flags": {date: {flag: n}}})."""
+    keyed = [frame.select(F.lit(name).alias("table"), "event_date", F.lit(None).cast("string").alias("key"))
+             for name, frame in stored.items() if name != "quarantine"]
+    keyed.append(stored["quarantine"].select(F.lit("rules").alias("table"), "event_date", F.col("dq_rule").alias("key")))
+    keyed.append(written.select(F.lit("flags").alias("table"), "event_date", F.explode("dq_flags").alias("key")))
+    counts: dict[str, dict[str, dict]] = {name: {} for name in (*stored, "rules", "flags")}
+    for table, day, key, n in reduce(DataFrame.unionByName, keyed).groupBy("table", "event_date", "key").count().collect():
+        if key is None:
+            counts[table][str(day)] = n
+        else:
+            counts[table].setdefault(str(day), {})[key] = n
+    counts["quarantine"] = {day: sum(rules.values()) for day, rules in counts["rules"].items()}
+    return counts
+
+
+def summed(per_date: dict[str, dict], names: tuple[str, ...]) -> dict[str, int]:
+    """Each of `names` summed over the dates of {date: {name: n}}."""
+    return {name: sum(counts.get(name, 0) for counts in per_date.values()) for name in names}
+
+
 def date_metadata(
     context: dg.AssetExecutionContext,
     written: DataFrame,
     quarantined: DataFrame,
-    per_date: dict[str, dict[str, int]],
+    per_date: dict[str, dict],
     appending: bool,
 ) -> None:
     """Each date's own figures on its silver and quarantine materialisations: rows, rows in from
-    bronze, quarantined by rule (`quarantined`: every quarantined row of the dates), conservation,
-    and the flags and preview of the rows written (appending: the rows added); the quarantine chart."""
-    rules = counts_by_date(quarantined, "event_date", "dq_rule")
-    flags = counts_by_date(written.select("event_date", F.explode("dq_flags").alias("flag")), "event_date", "flag")
+    bronze, quarantined by rule (everything the date holds), conservation, and the flags and
+    preview of the rows written (appending: the rows added); the quarantine chart."""
     figures, held = {}, {}
     for day in context.partition_keys:
         n_bronze, n_silver, n_held = (per_date[name].get(day, 0) for name in ("bronze", "silver", "quarantine"))
-        by_rule = dg.MetadataValue.json({rule: 0 for rule in QUARANTINE_RULES} | rules.get(day, {}))
+        by_rule = dg.MetadataValue.json({rule: 0 for rule in QUARANTINE_RULES} | per_date["rules"].get(day, {}))
         figures[day] = {
             "rows_in": n_bronze,
             "rows_quarantined": n_held,
             "quarantined_by_rule": by_rule,
-            "flags": dg.MetadataValue.json({flag: 0 for flag in FLAGS} | flags.get(day, {})),
+            "flags": dg.MetadataValue.json({flag: 0 for flag in FLAGS} | per_date["flags"].get(day, {})),
             "flags_cover": "the rows this run appended" if appending else "every row of the date",
             "conservation": f"{n_bronze} bronze = {n_silver} silver + {n_held} quarantined"
             + ("" if n_bronze == n_silver + n_held else " (does not balance)"),
@@ -182,7 +203,8 @@ def date_metadata(
     partition_metadata(context, SILVER_EVENTS, written, "event_date", counts=per_date["silver"], extra=figures)
     partition_metadata(context, QUARANTINE, quarantined, "event_date", counts=per_date["quarantine"], extra=held)
     chart = pd.DataFrame(
-        [(day, rule, n) for day, counts in rules.items() for rule, n in counts.items()], columns=["event_date", "dq_rule", "rows"]
+        [(day, rule, n) for day, counts in per_date["rules"].items() for rule, n in counts.items()],
+        columns=["event_date", "dq_rule", "rows"],
     )
     chart_metadata(context, QUARANTINE, quarantine_by_rule(chart), "Quarantined usage events per day, by rule")
 
@@ -249,33 +271,21 @@ def silver_usage_events(
 
     # Schema checks, flags and preview read the rows this run wrote (appended, or its dates read
     # back); the conservation check counts every row of its dates in all three tables, in one job:
-    # appending, the rows held before plus those added; recomputing, the dates read back.
+    # silver, appending, as the rows held before plus those added (no read of the layer); the
+    # quarantine, small, read back with its rules.
     if appending:
         written, quarantined = split
-        in_dates = held.where(F.col("event_date").between(dates[0], dates[-1]))
-        stored = [("bronze", bronze)] + [
-            (name, in_dates.where(F.col("table") == table).select("event_date").unionByName(frame.select("event_date")))
-            for name, (table, _), frame in zip(("silver", "quarantine"), tables, split)
-        ]
+        in_dates = held.where(F.col("event_date").between(dates[0], dates[-1]) & (F.col("table") == tables[0][0]))
+        stored = {"silver": in_dates.select("event_date").unionByName(written.select("event_date")),
+                  "quarantine": lake.read(session, "silver", *tables[1], "event_date", dates)}
     else:
         written, quarantined = (lake.read(session, "silver", t, schema, "event_date", dates).cache() for t, schema in tables)
-        stored = [("bronze", bronze)] + [
-            (name, lake.read(session, "silver", table, schema, "event_date", dates))
-            for name, (table, schema) in zip(("silver", "quarantine"), tables)
-        ]
-    counted = reduce(DataFrame.unionByName, [frame.select(F.lit(name).alias("table"), "event_date") for name, frame in stored])
-    per_date = {name: {} for name, _ in stored}
-    for row in counted.groupBy("table", "event_date").count().collect():
-        per_date[row[0]][str(row[1])] = row[2]
-    by_rule = {rule: 0 for rule in QUARANTINE_RULES} | {r[0]: r[1] for r in quarantined.groupBy("dq_rule").count().collect()}
-    by_flag = {flag: 0 for flag in FLAGS} | {
-        r[0]: r[1] for r in written.select(F.explode("dq_flags").alias("flag")).groupBy("flag").count().collect()
-    }
-    totals = {name: sum(counts.values()) for name, counts in per_date.items()}
-    # Appending, the step holds only the rows it added: the quarantine of its dates is read back
-    # (small) so that each date's rule counts cover everything it holds.
-    held_back = lake.read(session, "silver", "usage_events_quarantine", QUARANTINE_SCHEMA, "event_date", dates) if appending else quarantined
-    date_metadata(context, written, held_back, per_date, appending)
+        stored = {"silver": written, "quarantine": quarantined}
+    per_date = tally({"bronze": bronze, **stored}, written)
+    by_rule = summed(per_date["rules"], QUARANTINE_RULES)
+    by_flag = summed(per_date["flags"], FLAGS)
+    totals = {name: sum(per_date[name].values()) for name in ("bronze", "silver", "quarantine")}
+    date_metadata(context, written, quarantined, per_date, appending)
     yield dg.MaterializeResult(
         asset_key=SILVER_EVENTS,
         metadata={
