@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from dagster._core.events import DagsterEventType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stack import LiveStack, runs_for_file, wait_for  # noqa: E402
+from bench.stack import LiveStack, runs_for_file, scratch_landing, wait_for  # noqa: E402
 from cpa_cli.replay import deliver  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,13 +78,8 @@ def main() -> int:
     preloaded, measured = events[: -args.files], events[-args.files:]
     with tempfile.TemporaryDirectory(prefix="cpa-freshness-") as scratch_dir:
         scratch = Path(scratch_dir)
-        landing, lake = scratch / "landing", scratch / "lake"
-        stream = landing / "usage_events_stream"
-        stream.mkdir(parents=True)
-        for csv_file in args.landing.glob("*.csv"):
-            shutil.copy(csv_file, landing / csv_file.name)
-        for path in preloaded:
-            shutil.copy(path, stream / path.name)
+        landing, stream = scratch_landing(args.landing, scratch, preloaded)
+        lake = scratch / "lake"
 
         log = Path(tempfile.gettempdir()) / "cpa-freshness-dg-dev.log"  # kept after the scratch folder goes
         log.unlink(missing_ok=True)

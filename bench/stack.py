@@ -20,6 +20,19 @@ import dagster as dg
 REPO = Path(__file__).resolve().parents[1]
 
 
+
+def scratch_landing(source: Path, scratch: Path, preloaded: list[Path]) -> tuple[Path, Path]:
+    """A landing folder in `scratch` with the CSVs of `source` and the `preloaded` event files:
+    (landing, its usage_events_stream folder)."""
+    landing = scratch / "landing"
+    stream = landing / "usage_events_stream"
+    stream.mkdir(parents=True)
+    for csv_file in source.glob("*.csv"):
+        shutil.copy(csv_file, landing / csv_file.name)
+    for path in preloaded:
+        shutil.copy(path, stream / path.name)
+    return landing, stream
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.stack import scratch_landing  # noqa: E402
+
 DEFAULT_LANDING = REPO.parent / "shared" / "datasets" / "cloud_provider" / "landing"
 KEYSPACE = "cpa_bench_steps"
 
@@ -52,13 +56,8 @@ def main() -> int:
     events = sorted((args.landing / "usage_events_stream").glob("*.jsonl"))
     preloaded, measured = events[: -args.files], events[-args.files:]
     scratch = Path(tempfile.mkdtemp(prefix="cpa-steps-"))
-    landing, lake_dir = scratch / "landing", scratch / "lake"
-    stream = landing / "usage_events_stream"
-    stream.mkdir(parents=True)
-    for csv_file in args.landing.glob("*.csv"):
-        shutil.copy(csv_file, landing / csv_file.name)
-    for path in preloaded:
-        shutil.copy(path, stream / path.name)
+    landing, stream = scratch_landing(args.landing, scratch, preloaded)
+    lake_dir = scratch / "lake"
 
     from cpa_assets import landing as landing_module
 
