@@ -91,10 +91,10 @@ def main() -> int:
     trials = [("kill", MOMENTS[i % len(MOMENTS)]) for i in range(args.kills)] + [("cassandra", "mid-run")] * args.cassandra
     rng.shuffle(trials)
 
-    from cpa_resources import SparkResource
+    from cpa_resources import session_from_env
     from tests.streaming import differences_from_a_clean_run, stream_landing
 
-    spark = SparkResource.from_env().session()
+    spark = session_from_env()
     results = []
     with tempfile.TemporaryDirectory(prefix="cpa-faults-") as scratch_dir:
         scratch = Path(scratch_dir)

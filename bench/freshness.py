@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -54,9 +53,9 @@ def _done(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
 
 def figures(instance: dg.DagsterInstance, run: dg.DagsterRun, delivered_at: float) -> dict[str, float]:
     record = instance.get_run_record_by_id(run.run_id)
-    steps = {r.step_key: r for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)}
+    steps = {r.step_key: r for r in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)}
     first_step = min(r.timestamp for r in steps.values())
-    done = {r.step_key: r.timestamp for r in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_SUCCESS)}
+    done = {r.step_key: r.timestamp for r in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)}
     return {
         "requested": record.create_timestamp.timestamp() - delivered_at,
         "worker_up": record.start_time - record.create_timestamp.timestamp(),

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 import pandera.pandas as pap
 import pandera.pyspark as pa
+import pyspark.sql.types as T
 from pyspark.sql import DataFrame
 
 SCHEMA_CHECK = "pandera_schema"
@@ -18,6 +19,13 @@ def schema_spec(asset_key: dg.AssetKey, description: str = "") -> dg.AssetCheckS
         blocking=True,
         description=description or "The written rows satisfy the pandera schema (types, nulls, value sets, ranges).",
     )
+
+
+def spark_schema(model: type[pa.DataFrameModel] | pa.DataFrameSchema) -> T.StructType:
+    """A table's Spark schema, derived from its pandera model: the model's columns in order, each
+    with its type and nullability (pandera's `to_structtype` makes every column nullable)."""
+    schema = model.to_schema() if isinstance(model, type) else model
+    return T.StructType([T.StructField(name, column.dtype.type, column.nullable) for name, column in schema.columns.items()])
 
 
 def spark_schema_result(
@@ -41,11 +49,16 @@ def spark_schema_result(
             for name, dtype in spark_types.items()
             if name not in schema.columns
         ]
+    # A nullable column without checks cannot fail on its rows: it is not collected.
+    on_rows = pap.DataFrameSchema(
+        {
+            name: pap.Column(None, checks=c.checks, nullable=c.nullable, unique=c.unique)
+            for name, c in schema.columns.items()
+            if c.checks or not c.nullable or c.unique
+        }
+    )
     if not failures:
-        rows = df.select(*schema.columns).toPandas()
-        on_rows = pap.DataFrameSchema(
-            {name: pap.Column(None, checks=c.checks, nullable=c.nullable, unique=c.unique) for name, c in schema.columns.items()}
-        )
+        rows = df.select(*on_rows.columns).toPandas()
         try:
             on_rows.validate(rows, lazy=True)
         except pap.errors.SchemaErrors as exc:

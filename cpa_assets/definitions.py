@@ -1,6 +1,7 @@
 """The cpa code location: every asset, resource and job, run by the in-process executor."""
 
 import dagster as dg
+from dagster_pyspark import LazyPySparkResource
 
 from cpa_assets.bronze.batch import bronze_csv_assets
 from cpa_assets.bronze.usage import bronze_usage_events, usage_events_ledger
@@ -15,7 +16,8 @@ from cpa_assets.sensors import usage_events_sensor
 from cpa_assets.serving.tables import serving_assets
 from cpa_assets.silver.batch import silver_csv_assets
 from cpa_assets.silver.usage import silver_usage_events
-from cpa_resources import CassandraResource, LakeResource, SparkResource
+
+from cpa_resources import CassandraResource, LakeResource, spark_from_env
 
 ASSETS = [
     *bronze_csv_assets,
@@ -34,7 +36,7 @@ ASSETS = [
 
 def build_definitions(
     lake: LakeResource | None = None,
-    spark: SparkResource | None = None,
+    spark: LazyPySparkResource | None = None,
     cassandra: CassandraResource | None = None,
 ) -> dg.Definitions:
     """The code location; resources default to their environment configuration."""
@@ -46,7 +48,7 @@ def build_definitions(
         sensors=[usage_events_sensor],
         schedules=[daily_batch_schedule, monthly_billing_schedule],
         resources={
-            "spark": spark or SparkResource.from_env(),
+            "spark": spark or spark_from_env(),
             "lake": lake,
             "cassandra": cassandra,
         },

@@ -73,7 +73,7 @@ def run_backfill(
         start, end = start or found[0], end or found[1]
     began = time.perf_counter()
     # The JVM starts while Dagster prepares the run; the first step then finds the session ready.
-    threading.Thread(target=defs.resources["spark"].session, daemon=True).start()
+    threading.Thread(target=lambda: defs.resources["spark"].spark_session, daemon=True).start()
     plan = [("usage_pipeline", (start, end), None, f"event dates {start} … {end}")]
     for job, file_name, column, partitions, selection, what in (
         ("daily_batch", "support_tickets.csv", "created_at", ticket_date_partitions, TICKET_MARTS, "ticket days"),

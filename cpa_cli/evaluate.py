@@ -36,7 +36,7 @@ from cpa_assets.gold.usage import daily_usage
 from cpa_assets.partitions import event_date_partitions
 from cpa_assets.silver.usage import conform_events, split_silver
 from cpa_cli.generate import DEFAULT_START, LABELS_FILE, WARMUP_DAYS, generate
-from cpa_resources import LakeResource, SparkResource
+from cpa_resources import LakeResource, session_from_env
 
 CELL = ["org_id", "service", "usage_date"]
 RULES = {
@@ -132,7 +132,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print TP/FP/FN, precision and recall per detector and seed; 1 when no detector meets the
     target (recall ≥ 0.9 at precision ≥ 0.8 on every seed and pooled)."""
-    spark = SparkResource.from_env().session()
+    spark = session_from_env()
     first_scored = DEFAULT_START + timedelta(days=WARMUP_DAYS)
     by_seed: dict[int, pd.DataFrame] = {}
     for seed in args.seeds:

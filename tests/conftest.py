@@ -10,7 +10,7 @@ import pytest
 
 from cpa_assets.definitions import build_definitions
 from cpa_cli.backfill import run_backfill
-from cpa_resources import CassandraResource, LakeResource, SparkResource, local_cassandra
+from cpa_resources import CassandraResource, LakeResource, local_cassandra, session_from_env
 
 REPO = Path(__file__).resolve().parents[1]
 # The course dataset is read where it lies (never copied into the repo): beside the checkout, or
@@ -28,7 +28,7 @@ def require_real_landing() -> Path:
 
 @pytest.fixture(scope="session")
 def spark():
-    return SparkResource.from_env().session()
+    return session_from_env()
 
 
 @pytest.fixture(scope="session")

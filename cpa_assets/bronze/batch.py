@@ -7,15 +7,17 @@ from pathlib import Path
 
 import dagster as dg
 import pyspark.sql.types as T
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 import pandera.pyspark as pa
 
-from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
 from cpa_assets.preview import markdown_preview
 from cpa_assets.subsets import selected_results
-from cpa_resources import LakeResource, SparkResource
+
+from cpa_resources import LakeResource
 
 TYPES = {
     "string": T.StringType(),
@@ -40,18 +42,19 @@ class CsvSource:
 
     @property
     def pandera_schema(self) -> pa.DataFrameSchema:
-        """Every column of its contract type; key columns never null."""
+        """Every column of its contract type, key columns never null, then where each row came from."""
         return pa.DataFrameSchema(
             {name: pa.Column(TYPES[kind], nullable=name not in self.key) for name, kind in self.columns}
+            | {
+                "row_no": pa.Column(T.IntegerType(), nullable=True),
+                "source_file": pa.Column(T.StringType(), nullable=True),
+                "ingest_ts": pa.Column(T.TimestampType(), nullable=True),
+            }
         )
 
     @property
     def schema(self) -> T.StructType:
-        fields = [T.StructField(name, TYPES[kind]) for name, kind in self.columns]
-        return T.StructType(
-            [*fields, T.StructField("row_no", T.IntegerType()), T.StructField("source_file", T.StringType()),
-             T.StructField("ingest_ts", T.TimestampType())]
-        )
+        return spark_schema(self.pandera_schema)
 
 
 CSV_SOURCES = (
@@ -100,22 +103,15 @@ CSV_SOURCES = (
 )
 SOURCES_BY_TABLE = {source.table: source for source in CSV_SOURCES}
 
-REJECT_SCHEMA = T.StructType(
-    [
-        T.StructField("source_file", T.StringType()),
-        T.StructField("row_no", T.IntegerType()),
-        T.StructField("raw_row", T.StringType()),
-        T.StructField("reason", T.StringType()),
-        T.StructField("ingest_ts", T.TimestampType()),
-    ]
-)
-
-
 class BronzeCsvReject(pa.DataFrameModel):
-    source_file: T.StringType() = pa.Field(nullable=False)
-    row_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
-    raw_row: T.StringType() = pa.Field(nullable=False)
-    reason: T.StringType() = pa.Field(nullable=False, str_matches=r"^(missing_key|duplicate_key|bad_\w+:\w+)$")
+    source_file: T.StringType() = pa.Field()
+    row_no: T.IntegerType() = pa.Field(ge=1)
+    raw_row: T.StringType() = pa.Field()
+    reason: T.StringType() = pa.Field(str_matches=r"^(missing_key|duplicate_key|bad_\w+:\w+)$")
+    ingest_ts: T.TimestampType() = pa.Field(nullable=True)
+
+
+REJECT_SCHEMA = spark_schema(BronzeCsvReject)
 
 
 class LandingColumnsError(ValueError):
@@ -294,9 +290,9 @@ def build_bronze_csv(source: CsvSource) -> dg.AssetsDefinition:
         check_specs=_check_specs(source),
         can_subset=True,
     )
-    def _asset(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
+    def _asset(context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource):
         try:
-            results = ingest_csv(source, spark.session(), lake)
+            results = ingest_csv(source, spark.spark_session, lake)
         except LandingColumnsError as exc:
             # Nothing of this source is written: its tables keep their last snapshot.
             raise dg.Failure(description=str(exc), metadata={"file": source.file_name}) from exc

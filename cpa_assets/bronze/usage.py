@@ -9,108 +9,79 @@ import dagster as dg
 import pandera.pyspark as pa
 import pyarrow.parquet as pq
 import pyspark.sql.types as T
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
 from cpa_assets.event_time import BLANK_LINE_PATTERN, is_blank, spark_timestamp
 from cpa_assets.metadata import partition_metadata
 from cpa_assets.partitions import bookkeeping_last, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
-from cpa_resources import LakeResource, SparkResource
+
+from cpa_resources import LakeResource
 
 BRONZE_EVENTS = dg.AssetKey(["bronze", "usage_events"])
 REJECTS = dg.AssetKey(["bronze", "usage_events_rejects"])
 DUPLICATES = dg.AssetKey(["bronze", "usage_events_duplicates"])
 FILE_COUNTS = dg.AssetKey(["bronze", "usage_events_file_counts"])
 
+class BronzeUsageEvent(pa.DataFrameModel):
+    event_id: T.StringType() = pa.Field(str_length={"min_value": 1})
+    timestamp: T.TimestampType() = pa.Field()
+    org_id: T.StringType() = pa.Field(nullable=True)
+    resource_id: T.StringType() = pa.Field(nullable=True)
+    service: T.StringType() = pa.Field(nullable=True)
+    region: T.StringType() = pa.Field(nullable=True)
+    metric: T.StringType() = pa.Field(nullable=True)
+    # As delivered: a number, a numeric string or anything else; silver decides what it means.
+    value: T.StringType() = pa.Field(nullable=True)
+    unit: T.StringType() = pa.Field(nullable=True)
+    cost_usd_increment: T.DoubleType() = pa.Field(nullable=True)
+    schema_version: T.IntegerType() = pa.Field(nullable=True, ge=1)
+    carbon_kg: T.DoubleType() = pa.Field(nullable=True)
+    genai_tokens: T.LongType() = pa.Field(nullable=True, ge=0)
+    source_file: T.StringType() = pa.Field(str_endswith=".jsonl")
+    line_no: T.IntegerType() = pa.Field(ge=1)
+    ingest_ts: T.TimestampType() = pa.Field()
+    event_date: T.DateType() = pa.Field()
+
+
+class BronzeReject(pa.DataFrameModel):
+    source_file: T.StringType() = pa.Field()
+    line_no: T.IntegerType() = pa.Field(ge=1)
+    # The line as text; null when its bytes are not UTF-8, which `raw_base64` then holds exactly.
+    raw_line: T.StringType() = pa.Field(nullable=True)
+    raw_base64: T.StringType() = pa.Field(nullable=True)
+    reason: T.StringType() = pa.Field(
+        str_matches=r"^(invalid_utf8|malformed_json|missing_event_id|bad_timestamp|bad_number:.+|event_date_out_of_range)$",
+    )
+    ingest_ts: T.TimestampType() = pa.Field()
+
+
+class BronzeDuplicate(pa.DataFrameModel):
+    event_id: T.StringType() = pa.Field()
+    source_file: T.StringType() = pa.Field()
+    line_no: T.IntegerType() = pa.Field(ge=1)
+    kept_source_file: T.StringType() = pa.Field()
+    kept_line_no: T.IntegerType() = pa.Field(ge=1)
+    event_date: T.DateType() = pa.Field()
+    ingest_ts: T.TimestampType() = pa.Field()
+
+
+BRONZE_SCHEMA = spark_schema(BronzeUsageEvent)
+REJECT_SCHEMA = spark_schema(BronzeReject)
+# The ledger's duplicates, as written (for the UI's column schema).
+DUPLICATE_SCHEMA = spark_schema(BronzeDuplicate)
+
 TEXT_FIELDS = ["event_id", "timestamp", "org_id", "resource_id", "service", "region", "metric", "value", "unit"]
-NUMBER_FIELDS = {
-    "cost_usd_increment": T.DoubleType(),
-    "schema_version": T.IntegerType(),
-    "carbon_kg": T.DoubleType(),
-    "genai_tokens": T.LongType(),
-}
+NUMBER_FIELDS = {name: BRONZE_SCHEMA[name].dataType for name in ("cost_usd_increment", "schema_version", "carbon_kg", "genai_tokens")}
 # Every key is read as text: a number, a numeric string or an unexpected type never breaks the
 # parse of the other keys, and keys a future schema adds are simply not selected.
 RAW_SCHEMA = T.StructType(
     [T.StructField(name, T.StringType()) for name in [*TEXT_FIELDS, *NUMBER_FIELDS]]
     + [T.StructField("_corrupt", T.StringType())]
 )
-
-BRONZE_SCHEMA = T.StructType(
-    [
-        T.StructField("event_id", T.StringType(), False),
-        T.StructField("timestamp", T.TimestampType(), False),
-        T.StructField("org_id", T.StringType()),
-        T.StructField("resource_id", T.StringType()),
-        T.StructField("service", T.StringType()),
-        T.StructField("region", T.StringType()),
-        T.StructField("metric", T.StringType()),
-        T.StructField("value", T.StringType()),
-        T.StructField("unit", T.StringType()),
-        *[T.StructField(name, dtype) for name, dtype in NUMBER_FIELDS.items()],
-        T.StructField("source_file", T.StringType(), False),
-        T.StructField("line_no", T.IntegerType(), False),
-        T.StructField("ingest_ts", T.TimestampType(), False),
-        T.StructField("event_date", T.DateType(), False),
-    ]
-)
-REJECT_SCHEMA = T.StructType(
-    [
-        T.StructField("source_file", T.StringType(), False),
-        T.StructField("line_no", T.IntegerType(), False),
-        # The line as text; null when its bytes are not UTF-8, which `raw_base64` then holds exactly.
-        T.StructField("raw_line", T.StringType()),
-        T.StructField("raw_base64", T.StringType()),
-        T.StructField("reason", T.StringType(), False),
-        T.StructField("ingest_ts", T.TimestampType(), False),
-    ]
-)
-
-# The ledger's duplicates, as written (for the UI's column schema).
-DUPLICATE_SCHEMA = T.StructType(
-    [
-        T.StructField("event_id", T.StringType(), False),
-        T.StructField("source_file", T.StringType(), False),
-        T.StructField("line_no", T.IntegerType(), False),
-        T.StructField("kept_source_file", T.StringType(), False),
-        T.StructField("kept_line_no", T.IntegerType(), False),
-        T.StructField("event_date", T.DateType(), False),
-        T.StructField("ingest_ts", T.TimestampType(), False),
-    ]
-)
-
-
-class BronzeUsageEvent(pa.DataFrameModel):
-    event_id: T.StringType() = pa.Field(nullable=False, str_length={"min_value": 1})
-    timestamp: T.TimestampType() = pa.Field(nullable=False)
-    value: T.StringType() = pa.Field(nullable=True)
-    cost_usd_increment: T.DoubleType() = pa.Field(nullable=True)
-    schema_version: T.IntegerType() = pa.Field(nullable=True, ge=1)
-    genai_tokens: T.LongType() = pa.Field(nullable=True, ge=0)
-    source_file: T.StringType() = pa.Field(nullable=False, str_endswith=".jsonl")
-    line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
-    event_date: T.DateType() = pa.Field(nullable=False)
-
-
-class BronzeReject(pa.DataFrameModel):
-    source_file: T.StringType() = pa.Field(nullable=False)
-    line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
-    raw_line: T.StringType() = pa.Field(nullable=True)
-    raw_base64: T.StringType() = pa.Field(nullable=True)
-    reason: T.StringType() = pa.Field(
-        nullable=False,
-        str_matches=r"^(invalid_utf8|malformed_json|missing_event_id|bad_timestamp|bad_number:.+|event_date_out_of_range)$",
-    )
-
-
-class BronzeDuplicate(pa.DataFrameModel):
-    event_id: T.StringType() = pa.Field(nullable=False)
-    source_file: T.StringType() = pa.Field(nullable=False)
-    line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
-    kept_source_file: T.StringType() = pa.Field(nullable=False)
-    kept_line_no: T.IntegerType() = pa.Field(nullable=False, ge=1)
 
 
 def read_event_lines(spark: SparkSession, files: list[Path]) -> DataFrame:
@@ -335,7 +306,7 @@ def landing_events(spark: SparkSession, files: list[Path]) -> tuple[DataFrame, D
     check_specs=[schema_spec(BRONZE_EVENTS)],
 )
 def bronze_usage_events(
-    context: dg.AssetExecutionContext, config: LandingFiles, spark: SparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: LandingFiles, spark: LazyPySparkResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """Usage events from every landing JSON-lines file, typed minimally (`value` stays text), one row
     per `event_id` (the first arrival wins), partitioned by `event_date` (UTC).
@@ -343,7 +314,7 @@ def bronze_usage_events(
     Rejected lines and dropped duplicates are accounted for in the `usage_events_rejects`,
     `usage_events_duplicates` and `usage_events_file_counts` assets."""
     dates = context.partition_keys
-    session = spark.session()
+    session = spark.spark_session
     files = list(run_files(lake, config))
     path = lake.path("bronze", "usage_events")
     added = [f for f in files if f.name in config.appended]
@@ -428,10 +399,10 @@ def _count_lines(path: Path) -> int:
     ],
 )
 def usage_events_ledger(
-    context: dg.AssetExecutionContext, config: LandingFiles, spark: SparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: LandingFiles, spark: LazyPySparkResource, lake: LakeResource
 ):
     """Account for every landing line that bronze did not keep, and prove nothing went missing."""
-    session = spark.session()
+    session = spark.spark_session
     stats = run_files(lake, config)
     files = list(stats)
     _, rejects, duplicates = landing_events(session, files)

@@ -7,16 +7,18 @@ import datetime as dt
 import dagster as dg
 import pandera.pyspark as pa
 import pyspark.sql.types as T
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from cpa_assets.charts import cost_with_anomalies
-from cpa_assets.checks import schema_spec, spark_schema_result
+from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import chart_metadata, partition_metadata
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA
 from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, anomaly_baseline_window, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
-from cpa_resources import LakeResource, SparkResource
+
+from cpa_resources import LakeResource
 
 COST_ANOMALIES = dg.AssetKey(["gold", "cost_anomalies"])
 
@@ -45,39 +47,27 @@ DETECTORS = {
     "is_anomaly_p99": ("p99_ratio", P99_FACTOR),
 }
 
-COST_ANOMALIES_SCHEMA = T.StructType(
-    [
-        T.StructField("org_id", T.StringType(), False),
-        T.StructField("service", T.StringType(), False),
-        T.StructField("daily_cost_usd", T.DoubleType(), False),
-        T.StructField("baseline_days", T.IntegerType(), False),
-        T.StructField("baseline_mean", T.DoubleType()),
-        T.StructField("baseline_std", T.DoubleType()),
-        T.StructField("baseline_median", T.DoubleType()),
-        T.StructField("baseline_mad", T.DoubleType()),
-        T.StructField("baseline_p99", T.DoubleType()),
-        T.StructField("zscore", T.DoubleType()),
-        T.StructField("robust_zscore", T.DoubleType()),
-        T.StructField("p99_ratio", T.DoubleType()),
-        T.StructField("is_anomaly_zscore", T.BooleanType(), False),
-        T.StructField("is_anomaly_mad", T.BooleanType(), False),
-        T.StructField("is_anomaly_p99", T.BooleanType(), False),
-        T.StructField("usage_date", T.DateType(), False),
-    ]
-)
-
-
 class CostAnomaly(pa.DataFrameModel):
-    org_id: T.StringType() = pa.Field(nullable=False)
-    service: T.StringType() = pa.Field(nullable=False)
-    usage_date: T.DateType() = pa.Field(nullable=False)
-    daily_cost_usd: T.DoubleType() = pa.Field(nullable=False)
-    baseline_days: T.IntegerType() = pa.Field(nullable=False, ge=0, le=ANOMALY_BASELINE_DAYS)
+    org_id: T.StringType() = pa.Field()
+    service: T.StringType() = pa.Field()
+    daily_cost_usd: T.DoubleType() = pa.Field()
+    baseline_days: T.IntegerType() = pa.Field(ge=0, le=ANOMALY_BASELINE_DAYS)
+    # Null until a cell has enough baseline days to compare against.
+    baseline_mean: T.DoubleType() = pa.Field(nullable=True)
     baseline_std: T.DoubleType() = pa.Field(nullable=True, ge=0)
+    baseline_median: T.DoubleType() = pa.Field(nullable=True)
     baseline_mad: T.DoubleType() = pa.Field(nullable=True, ge=0)
-    is_anomaly_zscore: T.BooleanType() = pa.Field(nullable=False)
-    is_anomaly_mad: T.BooleanType() = pa.Field(nullable=False)
-    is_anomaly_p99: T.BooleanType() = pa.Field(nullable=False)
+    baseline_p99: T.DoubleType() = pa.Field(nullable=True)
+    zscore: T.DoubleType() = pa.Field(nullable=True)
+    robust_zscore: T.DoubleType() = pa.Field(nullable=True)
+    p99_ratio: T.DoubleType() = pa.Field(nullable=True)
+    is_anomaly_zscore: T.BooleanType() = pa.Field()
+    is_anomaly_mad: T.BooleanType() = pa.Field()
+    is_anomaly_p99: T.BooleanType() = pa.Field()
+    usage_date: T.DateType() = pa.Field()
+
+
+COST_ANOMALIES_SCHEMA = spark_schema(CostAnomaly)
 
 
 def _quantile(ascending: Column, n: Column, q: float) -> Column:
@@ -185,14 +175,14 @@ def _days(first: dt.date, last: dt.date) -> list[str]:
     kinds={"spark", "parquet"},
     check_specs=[schema_spec(COST_ANOMALIES)],
 )
-def cost_anomalies(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource) -> dg.MaterializeResult:
+def cost_anomalies(context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource) -> dg.MaterializeResult:
     """Every org × service × usage_date of the daily usage mart with its trailing baseline (the 28
     earlier days that have a row: count, mean, std, median, MAD, p99), the three scores and one flag
     per detector: `is_anomaly_zscore` (z > 8), `is_anomaly_mad` (robust z > 10) and `is_anomaly_p99`
     (cost > 1.5 × p99). With fewer than 7 earlier days nothing is flagged (P6)."""
     dates = context.partition_keys
     first, last = dt.date.fromisoformat(dates[0]), dt.date.fromisoformat(dates[-1])
-    session = spark.session()
+    session = spark.spark_session
     window_days = _days(first - dt.timedelta(days=ANOMALY_BASELINE_DAYS), last)
     daily = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", window_days)
     scored = detect_cost_anomalies(daily).where(F.col("usage_date").between(first, last))

@@ -7,52 +7,25 @@ from dataclasses import dataclass
 import dagster as dg
 import pandera.pyspark as pa
 import pyspark.sql.types as T
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_partitions
-from cpa_assets.checks import schema_spec, spark_schema_result
+from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import partition_metadata
 from cpa_assets.partitions import single_run
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.batch import read_silver
-from cpa_resources import LakeResource, SparkResource
+
+from cpa_resources import LakeResource
 
 TICKETS_BY_DATE = dg.AssetKey(["gold", "tickets_by_org_date"])
 REVENUE_BY_MONTH = dg.AssetKey(["gold", "revenue_by_org_month"])
 PLACED_CHECK = "every_row_has_a_partition"
 
-TICKETS_SCHEMA = T.StructType(
-    [
-        T.StructField("org_id", T.StringType(), False),
-        T.StructField("tickets", T.IntegerType(), False),
-        T.StructField("critical_tickets", T.IntegerType(), False),
-        T.StructField("sla_breaches", T.IntegerType(), False),
-        T.StructField("sla_breach_rate", T.DoubleType(), False),
-        T.StructField("open_tickets", T.IntegerType(), False),
-        T.StructField("csat_avg", T.DoubleType()),
-        T.StructField("avg_resolution_hours", T.DoubleType()),
-        T.StructField("ticket_date", T.DateType(), False),
-    ]
-)
-REVENUE_SCHEMA = T.StructType(
-    [
-        T.StructField("org_id", T.StringType(), False),
-        T.StructField("currency", T.StringType()),
-        T.StructField("subtotal", T.DoubleType()),
-        T.StructField("credits", T.DoubleType()),
-        T.StructField("taxes", T.DoubleType()),
-        T.StructField("fx_to_usd", T.DoubleType()),
-        T.StructField("revenue_usd", T.DoubleType()),
-        T.StructField("invoices", T.IntegerType(), False),
-        T.StructField("month", T.DateType(), False),
-    ]
-)
-
-
 class TicketsByOrgDate(pa.DataFrameModel):
-    org_id: T.StringType() = pa.Field(nullable=False)
-    ticket_date: T.DateType() = pa.Field(nullable=False)
+    org_id: T.StringType() = pa.Field()
     tickets: T.IntegerType() = pa.Field(ge=1)
     critical_tickets: T.IntegerType() = pa.Field(ge=0)
     sla_breaches: T.IntegerType() = pa.Field(ge=0)
@@ -60,13 +33,23 @@ class TicketsByOrgDate(pa.DataFrameModel):
     open_tickets: T.IntegerType() = pa.Field(ge=0)
     csat_avg: T.DoubleType() = pa.Field(nullable=True, in_range={"min_value": 1, "max_value": 5})
     avg_resolution_hours: T.DoubleType() = pa.Field(nullable=True, ge=0)
+    ticket_date: T.DateType() = pa.Field()
 
 
 class RevenueByOrgMonth(pa.DataFrameModel):
-    org_id: T.StringType() = pa.Field(nullable=False)
-    month: T.DateType() = pa.Field(nullable=False)
+    org_id: T.StringType() = pa.Field()
     currency: T.StringType() = pa.Field(nullable=True)
+    subtotal: T.DoubleType() = pa.Field(nullable=True)
+    credits: T.DoubleType() = pa.Field(nullable=True)
+    taxes: T.DoubleType() = pa.Field(nullable=True)
+    fx_to_usd: T.DoubleType() = pa.Field(nullable=True)
+    revenue_usd: T.DoubleType() = pa.Field(nullable=True)
     invoices: T.IntegerType() = pa.Field(ge=1)
+    month: T.DateType() = pa.Field()
+
+
+TICKETS_SCHEMA = spark_schema(TicketsByOrgDate)
+REVENUE_SCHEMA = spark_schema(RevenueByOrgMonth)
 
 
 def tickets_by_org_date(tickets: DataFrame) -> DataFrame:
@@ -191,9 +174,9 @@ def build_batch_mart(mart: BatchMart) -> dg.AssetsDefinition:
             ),
         ],
     )
-    def _asset(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource) -> dg.MaterializeResult:
+    def _asset(context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource) -> dg.MaterializeResult:
         keys = context.partition_keys
-        session = spark.session()
+        session = spark.spark_session
         rows = mart.build(read_silver(session, lake, mart.silver_table)).cache()
         in_run = rows.where(F.col(mart.date_column).cast("string").isin(keys))
         path = lake.replace_partitions(in_run, "gold", mart.table, mart.date_column, keys)

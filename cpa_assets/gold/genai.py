@@ -4,36 +4,30 @@
 import dagster as dg
 import pandera.pyspark as pa
 import pyspark.sql.types as T
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from cpa_assets.checks import schema_spec, spark_schema_result
+from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import partition_metadata
 from cpa_assets.partitions import event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
-from cpa_resources import LakeResource, SparkResource
+
+from cpa_resources import LakeResource
 
 GENAI_TOKENS = dg.AssetKey(["gold", "genai_tokens_by_org_date"])
 GENAI_SERVICE = "genai"
 
-GENAI_TOKENS_SCHEMA = T.StructType(
-    [
-        T.StructField("org_id", T.StringType(), False),
-        T.StructField("genai_tokens", T.LongType(), False),
-        T.StructField("genai_cost_usd", T.DoubleType(), False),
-        T.StructField("genai_events", T.IntegerType(), False),
-        T.StructField("usage_date", T.DateType(), False),
-    ]
-)
-
-
 class GenaiTokens(pa.DataFrameModel):
-    org_id: T.StringType() = pa.Field(nullable=False)
-    usage_date: T.DateType() = pa.Field(nullable=False)
-    genai_tokens: T.LongType() = pa.Field(nullable=False, ge=0)
-    genai_cost_usd: T.DoubleType() = pa.Field(nullable=False)
-    genai_events: T.IntegerType() = pa.Field(nullable=False, ge=0)
+    org_id: T.StringType() = pa.Field()
+    genai_tokens: T.LongType() = pa.Field(ge=0)
+    genai_cost_usd: T.DoubleType() = pa.Field()
+    genai_events: T.IntegerType() = pa.Field(ge=0)
+    usage_date: T.DateType() = pa.Field()
+
+
+GENAI_TOKENS_SCHEMA = spark_schema(GenaiTokens)
 
 
 def daily_genai_usage(silver: DataFrame) -> DataFrame:
@@ -67,14 +61,14 @@ def daily_genai_usage(silver: DataFrame) -> DataFrame:
     check_specs=[schema_spec(GENAI_TOKENS)],
 )
 def genai_tokens_by_org_date(
-    context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """GenAI usage per org × usage_date (P5): genai_tokens, genai_cost_usd (estimated from the
     cost increments of `genai` events) and genai_events (events with genai_tokens > 0).
 
     Only events of the `genai` service count; tokens flagged on other services (EV-06) do not."""
     dates = context.partition_keys
-    session = spark.session()
+    session = spark.spark_session
     silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
     path = lake.replace_partitions(
         daily_genai_usage(silver), "gold", "genai_tokens_by_org_date", "usage_date", dates

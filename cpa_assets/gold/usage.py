@@ -6,61 +6,45 @@ import datetime as dt
 import dagster as dg
 import pandera.pyspark as pa
 import pyspark.sql.types as T
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from cpa_assets.charts import daily_cost_per_service
-from cpa_assets.checks import schema_spec, spark_schema_result
+from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import chart_metadata, partition_metadata
 from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partitions, serve_first, single_run, top_services_window
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
-from cpa_resources import LakeResource, SparkResource
+
+from cpa_resources import LakeResource
 
 DAILY_USAGE = dg.AssetKey(["gold", "org_daily_usage_by_service"])
 TOP_SERVICES = dg.AssetKey(["gold", "org_top_services_14d"])
 
-DAILY_USAGE_SCHEMA = T.StructType(
-    [
-        T.StructField("org_id", T.StringType(), False),
-        T.StructField("service", T.StringType(), False),
-        T.StructField("daily_cost_usd", T.DoubleType(), False),
-        T.StructField("requests", T.DoubleType(), False),
-        T.StructField("cpu_hours", T.DoubleType(), False),
-        T.StructField("storage_gb_hours", T.DoubleType(), False),
-        T.StructField("genai_tokens", T.LongType(), False),
-        T.StructField("carbon_kg", T.DoubleType(), False),
-        T.StructField("event_count", T.IntegerType(), False),
-        T.StructField("usage_date", T.DateType(), False),
-    ]
-)
-TOP_SERVICES_SCHEMA = T.StructType(
-    [
-        T.StructField("org_id", T.StringType(), False),
-        T.StructField("rank", T.IntegerType(), False),
-        T.StructField("service", T.StringType(), False),
-        T.StructField("total_cost_usd", T.DoubleType(), False),
-        T.StructField("as_of_date", T.DateType(), False),
-    ]
-)
-
-
 class DailyUsage(pa.DataFrameModel):
-    org_id: T.StringType() = pa.Field(nullable=False)
-    service: T.StringType() = pa.Field(nullable=False)
-    usage_date: T.DateType() = pa.Field(nullable=False)
+    org_id: T.StringType() = pa.Field()
+    service: T.StringType() = pa.Field()
+    daily_cost_usd: T.DoubleType() = pa.Field()
     requests: T.DoubleType() = pa.Field(ge=0)
     cpu_hours: T.DoubleType() = pa.Field(ge=0)
     storage_gb_hours: T.DoubleType() = pa.Field(ge=0)
     genai_tokens: T.LongType() = pa.Field(ge=0)
+    carbon_kg: T.DoubleType() = pa.Field()
     event_count: T.IntegerType() = pa.Field(ge=1)
+    usage_date: T.DateType() = pa.Field()
 
 
 class TopService(pa.DataFrameModel):
-    org_id: T.StringType() = pa.Field(nullable=False)
+    org_id: T.StringType() = pa.Field()
     rank: T.IntegerType() = pa.Field(ge=1)
-    service: T.StringType() = pa.Field(nullable=False)
-    as_of_date: T.DateType() = pa.Field(nullable=False)
+    service: T.StringType() = pa.Field()
+    total_cost_usd: T.DoubleType() = pa.Field()
+    as_of_date: T.DateType() = pa.Field()
+
+
+DAILY_USAGE_SCHEMA = spark_schema(DailyUsage)
+TOP_SERVICES_SCHEMA = spark_schema(TopService)
 
 
 def _metric_sum(metric: str) -> F.Column:
@@ -122,12 +106,12 @@ def _days(first: str, last: str) -> list[str]:
     check_specs=[schema_spec(DAILY_USAGE)],
 )
 def org_daily_usage_by_service(
-    context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """Cost and usage per org × usage_date × service: daily_cost_usd, requests, cpu_hours,
     storage_gb_hours, genai_tokens, carbon_kg and event_count, from silver events only (P1)."""
     dates = context.partition_keys
-    session = spark.session()
+    session = spark.spark_session
     silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
     path = lake.replace_partitions(daily_usage(silver), "gold", "org_daily_usage_by_service", "usage_date", dates)
     written = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", dates).cache()
@@ -157,14 +141,14 @@ def org_daily_usage_by_service(
     check_specs=[schema_spec(TOP_SERVICES)],
 )
 def org_top_services_14d(
-    context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """Services of each org ranked by total cost over the 14 days ending on `as_of_date` (P2).
 
     All ranked services are kept; "top N" is the first N ranks. Days before the first data day
     contribute nothing, so early windows are shorter."""
     dates = context.partition_keys
-    session = spark.session()
+    session = spark.spark_session
     window_days = _days(_window_start(dates[0]), dates[-1])
     daily = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", window_days)
     ranked = top_services(daily, dates[0], dates[-1])

@@ -18,6 +18,7 @@ from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
 from cassandra.query import BatchStatement, BatchType
 from cassandra.util import Date
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql.types import StructType
 
 from cpa_assets.checks import pandas_schema_result, schema_spec
@@ -28,7 +29,8 @@ from cpa_assets.gold.anomalies import COST_ANOMALIES, COST_ANOMALIES_SCHEMA
 from cpa_assets.gold.genai import GENAI_TOKENS, GENAI_TOKENS_SCHEMA
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, TOP_SERVICES, TOP_SERVICES_SCHEMA
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
-from cpa_resources import CassandraResource, LakeResource, SparkResource
+
+from cpa_resources import CassandraResource, LakeResource, spark_from_env
 
 NOT_NAN = pap.Check(
     lambda v: not (isinstance(v, float) and math.isnan(v)), element_wise=True, ignore_na=False, name="not_nan"
@@ -267,12 +269,12 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         ],
     )
     def _asset(
-        context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource, cassandra: CassandraResource
+        context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, cassandra: CassandraResource
     ):
         keys = context.partition_keys
         dates = [dt.date.fromisoformat(k) for k in keys]
         gold_table = table.gold.path[-1]
-        gold = lake.read(spark.session(), "gold", gold_table, table.gold_schema, table.date_column, keys)
+        gold = lake.read(spark.spark_session, "gold", gold_table, table.gold_schema, table.date_column, keys)
         gold = (gold.where(table.served_rows) if table.served_rows else gold).toPandas()
         session = cassandra.session()
         cassandra.apply_cql(table.name)

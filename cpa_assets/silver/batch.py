@@ -9,15 +9,17 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pandera.pyspark as pa
 import pyspark.sql.types as T
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cpa_assets.bronze.batch import SOURCES_BY_TABLE, CsvSource, bronze_key, read_bronze
-from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
 from cpa_assets.contract import DOCUMENTED_VALUES
 from cpa_assets.preview import markdown_preview
 from cpa_assets.subsets import selected_results
-from cpa_resources import LakeResource, SparkResource
+
+from cpa_resources import LakeResource
 
 LINEAGE = ("row_no", "source_file", "ingest_ts")
 
@@ -72,27 +74,27 @@ class SilverTable:
 
     @property
     def schema(self) -> T.StructType:
-        bronze = {f.name: f for f in self.source.schema.fields}
-        business = [f for f in self.source.schema.fields if f.name not in LINEAGE + self.dropped]
-        return T.StructType(
-            [*business, *self.added, T.StructField("dq_flags", T.ArrayType(T.StringType())),
-             *[bronze[name] for name in LINEAGE]]
-        )
+        return spark_schema(self.pandera_schema)
 
     @property
     def quarantine_schema(self) -> T.StructType:
-        return T.StructType(
-            [*self.schema.fields, T.StructField("dq_rule", T.StringType()),
-             T.StructField("rejected_ts", T.TimestampType())]
-        )
+        return spark_schema(self.quarantine_pandera_schema)
 
     def _columns(self, checked: bool) -> dict[str, pa.Column]:
+        """The bronze columns kept, those the table adds, its flags, then the bronze lineage."""
+        bronze = self.source.schema
+        fields = [
+            *(f for f in bronze.fields if f.name not in LINEAGE + self.dropped),
+            *self.added,
+            T.StructField("dq_flags", T.ArrayType(T.StringType())),
+            *(bronze[name] for name in LINEAGE),
+        ]
         not_null = {*self.source.key, "org_id", "dq_flags", *LINEAGE}
         return {
             f.name: pa.Column(
                 f.dataType, nullable=f.name not in not_null, checks=self.checks.get(f.name, []) if checked else []
             )
-            for f in self.schema.fields
+            for f in fields
         }
 
     @property
@@ -379,8 +381,8 @@ def build_silver_csv(table: SilverTable) -> dg.AssetsDefinition:
         check_specs=_check_specs(table),
         can_subset=True,
     )
-    def _asset(context: dg.AssetExecutionContext, spark: SparkResource, lake: LakeResource):
-        results = conform_table(table, spark.session(), lake)
+    def _asset(context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource):
+        results = conform_table(table, spark.spark_session, lake)
         yield from selected_results(context, results)
         rows = results[0].metadata
         context.log.info(

@@ -8,18 +8,20 @@ import dagster as dg
 import pandas as pd
 import pandera.pyspark as pa
 import pyspark.sql.types as T
+from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from cpa_assets.bronze.batch import read_bronze
-from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, LandingFiles, arrived_after, held_rows
-from cpa_assets.checks import equality_result, schema_spec, spark_schema_result
+from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, BronzeUsageEvent, LandingFiles, arrived_after, held_rows
+from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import chart_metadata, partition_metadata
 from cpa_assets.charts import quarantine_by_rule
 from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 from cpa_assets.preview import markdown_preview
-from cpa_resources import LakeResource, SparkResource
+
+from cpa_resources import LakeResource
 
 SILVER_EVENTS = dg.AssetKey(["silver", "usage_events"])
 QUARANTINE = dg.AssetKey(["silver", "usage_events_quarantine"])
@@ -29,59 +31,52 @@ QUARANTINE_RULES = ("EV-02", "EV-05", "RI-01", "RI-02")
 FLAGS = ("unit_imputed", "missing_value", "genai_tokens_unexpected", "missing_cost", "unknown_service",
          "unknown_region", "unknown_metric", "unit_mismatch")
 
-SILVER_SCHEMA = T.StructType(
-    [
-        T.StructField("event_id", T.StringType(), False),
-        T.StructField("timestamp", T.TimestampType(), False),
-        T.StructField("org_id", T.StringType()),
-        T.StructField("resource_id", T.StringType()),
-        T.StructField("service", T.StringType()),
-        T.StructField("region", T.StringType()),
-        T.StructField("metric", T.StringType()),
-        T.StructField("value", T.DoubleType()),
-        T.StructField("unit", T.StringType()),
-        T.StructField("cost_usd_increment", T.DoubleType()),
-        T.StructField("schema_version", T.IntegerType()),
-        T.StructField("carbon_kg", T.DoubleType()),
-        T.StructField("genai_tokens", T.LongType()),
-        T.StructField("org_name", T.StringType()),
-        T.StructField("industry", T.StringType()),
-        T.StructField("hq_region", T.StringType()),
-        T.StructField("plan_tier", T.StringType()),
-        T.StructField("lifecycle_stage", T.StringType()),
-        T.StructField("resource_state", T.StringType()),
-        T.StructField("resource_region", T.StringType()),
-        T.StructField("dq_flags", T.ArrayType(T.StringType())),
-        T.StructField("source_file", T.StringType()),
-        T.StructField("ingest_ts", T.TimestampType()),
-        T.StructField("event_date", T.DateType(), False),
-    ]
+class SilverUsageEvent(pa.DataFrameModel):
+    event_id: T.StringType() = pa.Field()
+    timestamp: T.TimestampType() = pa.Field()
+    # Known org and resource (RI-01, RI-02 quarantine the others), enriched from their snapshots.
+    org_id: T.StringType() = pa.Field()
+    resource_id: T.StringType() = pa.Field()
+    service: T.StringType() = pa.Field(nullable=True)
+    region: T.StringType() = pa.Field(nullable=True)
+    metric: T.StringType() = pa.Field(nullable=True)
+    value: T.DoubleType() = pa.Field(nullable=True)
+    unit: T.StringType() = pa.Field(nullable=True)
+    cost_usd_increment: T.DoubleType() = pa.Field(nullable=True, ge=MIN_COST_INCREMENT)
+    schema_version: T.IntegerType() = pa.Field(nullable=True)
+    carbon_kg: T.DoubleType() = pa.Field(nullable=True)
+    genai_tokens: T.LongType() = pa.Field(nullable=True, ge=0)
+    org_name: T.StringType() = pa.Field()
+    industry: T.StringType() = pa.Field(nullable=True)
+    hq_region: T.StringType() = pa.Field(nullable=True)
+    plan_tier: T.StringType() = pa.Field(nullable=True)
+    lifecycle_stage: T.StringType() = pa.Field(nullable=True)
+    resource_state: T.StringType() = pa.Field(nullable=True)
+    resource_region: T.StringType() = pa.Field(nullable=True)
+    dq_flags: T.ArrayType(T.StringType()) = pa.Field(nullable=True)
+    source_file: T.StringType() = pa.Field(nullable=True)
+    ingest_ts: T.TimestampType() = pa.Field(nullable=True)
+    event_date: T.DateType() = pa.Field()
+
+
+# A quarantined event keeps its bronze columns, with the rule that stopped it and when.
+QUARANTINED_USAGE_EVENT = (
+    BronzeUsageEvent.to_schema()
+    .remove_columns(["event_date"])
+    .add_columns(
+        {
+            "dq_rule": pa.Column(T.StringType(), pa.Check.isin(list(QUARANTINE_RULES))),
+            "rejected_ts": pa.Column(T.TimestampType(), nullable=True),
+            "event_date": pa.Column(T.DateType()),
+        }
+    )
 )
-QUARANTINE_SCHEMA = T.StructType(
-    [f for f in BRONZE_SCHEMA.fields if f.name != "event_date"]
-    + [T.StructField("dq_rule", T.StringType(), False), T.StructField("rejected_ts", T.TimestampType()),
-       T.StructField("event_date", T.DateType(), False)]
-)
+
+SILVER_SCHEMA = spark_schema(SilverUsageEvent)
+QUARANTINE_SCHEMA = spark_schema(QUARANTINED_USAGE_EVENT)
 
 # The two tables every bronze row ends in, written side by side.
 SILVER_TABLES = (("usage_events", SILVER_SCHEMA), ("usage_events_quarantine", QUARANTINE_SCHEMA))
-
-
-class SilverUsageEvent(pa.DataFrameModel):
-    event_id: T.StringType() = pa.Field(nullable=False)
-    org_id: T.StringType() = pa.Field(nullable=False)
-    org_name: T.StringType() = pa.Field(nullable=False)
-    resource_id: T.StringType() = pa.Field(nullable=False)
-    value: T.DoubleType() = pa.Field(nullable=True)
-    cost_usd_increment: T.DoubleType() = pa.Field(nullable=True, ge=MIN_COST_INCREMENT)
-    genai_tokens: T.LongType() = pa.Field(nullable=True, ge=0)
-    event_date: T.DateType() = pa.Field(nullable=False)
-
-
-class QuarantinedUsageEvent(pa.DataFrameModel):
-    event_id: T.StringType() = pa.Field(nullable=False)
-    dq_rule: T.StringType() = pa.Field(nullable=False, isin=list(QUARANTINE_RULES))
-    event_date: T.DateType() = pa.Field(nullable=False)
 
 
 def conform_events(bronze: DataFrame, orgs: DataFrame, resources: DataFrame) -> DataFrame:
@@ -243,11 +238,11 @@ def date_metadata(
     ],
 )
 def silver_usage_events(
-    context: dg.AssetExecutionContext, config: LandingFiles, spark: SparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: LandingFiles, spark: LazyPySparkResource, lake: LakeResource
 ):
     """Conform bronze usage events into silver and quarantine, partition by partition."""
     dates = context.partition_keys
-    session = spark.session()
+    session = spark.spark_session
     bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
     tables = SILVER_TABLES
     held = held_rows(session, lake, "silver", tables, ["source_file", "event_date"])
@@ -308,7 +303,7 @@ def silver_usage_events(
         },
     )
     yield spark_schema_result(SilverUsageEvent, written, SILVER_EVENTS)
-    yield spark_schema_result(QuarantinedUsageEvent, quarantined, QUARANTINE)
+    yield spark_schema_result(QUARANTINED_USAGE_EVENT, quarantined, QUARANTINE)
     dates_seen = set(per_date["bronze"]) | set(per_date["silver"]) | set(per_date["quarantine"])
     yield equality_result(
         "conservation",

@@ -14,9 +14,11 @@ D = dt.date(2025, 8, 1)
 
 
 def silver_frame(spark, table: str, rows: list[dict]):
-    """Silver rows of `table`: every column null unless given (gold reads only a few)."""
+    """Silver rows of `table`: the lineage of one CSV row, every other column null unless given
+    (gold reads only a few)."""
     schema = SILVER_TABLES_BY_NAME[table].schema
-    return spark.createDataFrame([tuple(row.get(c) for c in schema.fieldNames()) for row in rows], schema)
+    lineage = {"dq_flags": [], "row_no": 1, "source_file": f"{table}.csv", "ingest_ts": dt.datetime(2025, 8, 2)}
+    return spark.createDataFrame([tuple({**lineage, **row}.get(c) for c in schema.fieldNames()) for row in rows], schema)
 
 
 def ticket(**values) -> dict:
