@@ -189,7 +189,7 @@ def plan_stream_run(
     run_config = {"ops": {
         bronze_usage_events.op.name: {"config": planned | {"appended": appended}},
         silver_usage_events.node_def.name: {"config": {"appended": appended}},
-        usage_events_ledger.op.name: {"config": planned},
+        usage_events_ledger.op.name: {"config": planned | {"appended": appended}},
     }}
     selection = None if tick.snapshots_missing else STREAM_ASSETS
     return dg.RunRequest(**request_args, asset_selection=selection, run_config=run_config), json.dumps(state, sort_keys=True)

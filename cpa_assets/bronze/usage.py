@@ -271,8 +271,7 @@ def arrived_after(held: DataFrame, names: list[str]) -> bool:
 
 def appended_events(spark: SparkSession, files: list[Path], held: DataFrame) -> DataFrame:
     """The events files add to bronze: their first arrivals, less the event_ids bronze holds."""
-    bounds = (event_date_partitions.get_first_partition_key(), event_date_partitions.get_last_partition_key())
-    events, _, _ = split_events(parse_events(read_event_lines(spark, files), *bounds))
+    events, _, _ = split_events(parsed_landing(spark, files))
     return events.join(held.select("event_id"), "event_id", "left_anti")
 
 
@@ -286,7 +285,8 @@ def _fingerprint(spark: SparkSession, files: list[Path]) -> tuple:
     return (id(spark), stats)
 
 
-def landing_events(spark: SparkSession, files: list[Path]) -> tuple[DataFrame, DataFrame, DataFrame]:
+def parsed_landing(spark: SparkSession, files: list[Path]) -> DataFrame:
+    """Every line of the files, parsed (`parse_events`), cached until other files are parsed."""
     key = _fingerprint(spark, files)
     if key not in _last_parse:
         for stale in _last_parse.values():
@@ -294,7 +294,11 @@ def landing_events(spark: SparkSession, files: list[Path]) -> tuple[DataFrame, D
         _last_parse.clear()
         bounds = (event_date_partitions.get_first_partition_key(), event_date_partitions.get_last_partition_key())
         _last_parse[key] = parse_events(read_event_lines(spark, files), *bounds).cache()
-    return split_events(_last_parse[key])
+    return _last_parse[key]
+
+
+def landing_events(spark: SparkSession, files: list[Path]) -> tuple[DataFrame, DataFrame, DataFrame]:
+    return split_events(parsed_landing(spark, files))
 
 
 @dg.asset(
@@ -356,6 +360,41 @@ def bronze_usage_events(
     return result
 
 
+def ledger_extension(config: LandingFiles, ledger: dict[str, dict], stats: dict[Path, tuple[int, int]]) -> list[Path]:
+    """The files an appending run adds to the landing ledger, when their rejects and duplicates can
+    be added to those it holds instead of parsing every file again: the ledger balances, still
+    describes every file it holds as the run reads them, and each new file sorts after all of
+    them, so none of their lines can displace one the ledger has placed. Empty: recompute."""
+    if not config.appended or not ledger:
+        return []
+    found = {f.name: size_mtime for f, size_mtime in stats.items()}
+    if any(found.get(name) != (row["size"], row["mtime_ns"]) for name, row in ledger.items()):
+        return []
+    if any(row["lines_read"] != row["bronze_rows"] + row["rejects"] + row["duplicates"] for row in ledger.values()):
+        return []
+    new = [f for f in stats if f.name not in ledger]
+    return new if new and min(f.name for f in new) > max(ledger) else []
+
+
+def extended_rejects_and_duplicates(
+    spark: SparkSession, lake: LakeResource, new: list[Path], bronze: DataFrame
+) -> tuple[DataFrame, DataFrame]:
+    """The ledger's rejects and duplicates with those of the new files: a usable line of theirs is
+    a duplicate when bronze keeps another line under its event_id (the first arrival, from any file)."""
+    parsed = parsed_landing(spark, new)
+    kept = bronze.select("event_id", F.col("source_file").alias("kept_source_file"), F.col("line_no").alias("kept_line_no"))
+    duplicates = (
+        parsed.where(F.col("reason").isNull())
+        .join(kept, "event_id")
+        .where((F.col("source_file") != F.col("kept_source_file")) | (F.col("line_no") != F.col("kept_line_no")))
+        .select(*DUPLICATE_SCHEMA.fieldNames())
+    )
+    rejects = parsed.where(F.col("reason").isNotNull()).select(*REJECT_SCHEMA.fieldNames())
+    held_rejects = lake.read(spark, "bronze", "usage_events_rejects", REJECT_SCHEMA)
+    held_duplicates = lake.read(spark, "bronze", "usage_events_duplicates", DUPLICATE_SCHEMA)
+    return held_rejects.unionByName(rejects), held_duplicates.unionByName(duplicates)
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as handle:
         return sum(1 for line in handle if not is_blank(line))
@@ -405,29 +444,37 @@ def usage_events_ledger(
     session = spark.spark_session
     stats = run_files(lake, config)
     files = list(stats)
-    _, rejects, duplicates = landing_events(session, files)
-    rejects_path = lake.write(rejects, "bronze", "usage_events_rejects")
-    duplicates_path = lake.write(duplicates, "bronze", "usage_events_duplicates")
-    rejects = session.read.parquet(str(rejects_path)).cache()
-    duplicates = session.read.parquet(str(duplicates_path))
-
     # Bronze rows are read back from disk, across every partition, so the balance covers what
     # was actually written rather than what was meant to be.
     bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date")
+    new = ledger_extension(config, delivered_files(lake), stats)
+    if new:
+        rejects, duplicates = extended_rejects_and_duplicates(session, lake, new, bronze)
+        context.log.info(f"landing ledger: extended by {len(new)} files, the {len(files) - len(new)} it holds not parsed again")
+    else:
+        _, rejects, duplicates = landing_events(session, files)
+    rejects_path = lake.write(rejects, "bronze", "usage_events_rejects")
+    duplicates_path = lake.write(duplicates, "bronze", "usage_events_duplicates")
+    rejects = session.read.parquet(str(rejects_path)).cache()
+    duplicates = session.read.parquet(str(duplicates_path)).cache()
+
     empty = {"lines_read": 0, "bronze_rows": 0, "rejects": 0, "duplicates": 0, "size": None, "mtime_ns": None,
              "first_date": None, "last_date": None}
     per_file = {f.name: {**empty, "lines_read": _count_lines(f), "size": size, "mtime_ns": mtime}
                 for f, (size, mtime) in stats.items()}
-    for column, frame in (("bronze_rows", bronze), ("rejects", rejects), ("duplicates", duplicates)):
+    for column, frame in (("rejects", rejects), ("duplicates", duplicates)):
         for row in frame.groupBy("source_file").count().collect():
             per_file.setdefault(row[0], dict(empty))[column] = row[1]
     # The dates a file's rows are stored under, and those of the later copies its rows displaced:
-    # a file rewritten in place must have both recomputed.
-    stored = bronze.select("source_file", "event_date").unionByName(
-        duplicates.select(F.col("kept_source_file").alias("source_file"), "event_date"))
-    for row in stored.groupBy("source_file").agg(F.min("event_date"), F.max("event_date")).collect():
+    # a file rewritten in place must have both recomputed. One pass over bronze counts and dates.
+    displaced = duplicates.groupBy(F.col("kept_source_file").alias("source_file")).agg(
+        F.min("event_date").alias("first"), F.max("event_date").alias("last"))
+    for row in bronze.groupBy("source_file").agg(F.count("*"), F.min("event_date"), F.max("event_date")).collect():
+        per_file.setdefault(row[0], dict(empty)).update(bronze_rows=row[1], first_date=row[2], last_date=row[3])
+    for row in displaced.collect():
         if row[0] in per_file:
-            per_file[row[0]] |= {"first_date": row[1], "last_date": row[2]}
+            dates = [d for d in (per_file[row[0]]["first_date"], per_file[row[0]]["last_date"], row[1], row[2]) if d]
+            per_file[row[0]] |= {"first_date": min(dates), "last_date": max(dates)}
     columns = [c.split()[0] for c in FILE_COUNTS_SCHEMA.split(",")]
     counts = session.createDataFrame(
         [(name, *[c[column] for column in columns[1:]]) for name, c in sorted(per_file.items())], FILE_COUNTS_SCHEMA
@@ -453,7 +500,12 @@ def usage_events_ledger(
     totals = {key: sum(c[key] for c in per_file.values()) for key in ("lines_read", "bronze_rows", "rejects", "duplicates")}
     yield dg.MaterializeResult(
         asset_key=FILE_COUNTS,
-        metadata={"dagster/row_count": len(per_file), **totals, "path": dg.MetadataValue.path(str(counts_path))},
+        metadata={
+            "dagster/row_count": len(per_file),
+            **totals,
+            "written_as": f"extended by {len(new)} files" if new else "recomputed from every file",
+            "path": dg.MetadataValue.path(str(counts_path)),
+        },
     )
     yield spark_schema_result(BronzeReject, rejects, REJECTS)
     yield spark_schema_result(BronzeDuplicate, duplicates, DUPLICATES)
@@ -464,6 +516,7 @@ def usage_events_ledger(
         actual={name: c["bronze_rows"] + c["rejects"] + c["duplicates"] for name, c in per_file.items()},
     )
     rejects.unpersist()
+    duplicates.unpersist()
     context.log.info(
         f"landing ledger: {totals['lines_read']} lines in {len(files)} files = {totals['bronze_rows']} bronze"
         f" + {totals['rejects']} rejects + {totals['duplicates']} duplicates"

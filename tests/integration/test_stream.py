@@ -19,6 +19,7 @@ from cpa_resources import LakeResource
 from cpa_resources.lake import MAX_FILES_PER_PARTITION
 from tests.cassandra_tables import read_table
 from tests.conftest import fresh_keyspace, run_pipeline
+from tests.snapshots import snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +96,8 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         state["steps"] = [event.step_key for event in result.all_events if event.is_step_start]
         bronze = result.asset_materializations_for_node("bronze__usage_events")
         state["written_as"] = {m.metadata["written_as"].value for m in bronze}
+        ledger = result.asset_materializations_for_node("bronze_usage_events_ledger")
+        state["ledger"] = {m.metadata["written_as"].value for m in ledger if "written_as" in m.metadata}
         return request
 
     for number, source in enumerate(files):
@@ -145,6 +148,8 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
 
     before = baselines()
     request = deliver_and_tick(late, "20_late.jsonl")
+    # The late file sorts after every other: the ledger took it in without parsing the others again.
+    assert state["ledger"] == {"extended by 1 files"}
     assert request.tags["dagster/asset_partition_range_start"] == day.isoformat()
     after = baselines()
     within = [d for d in before.index if d <= day + dt.timedelta(days=28)]
@@ -156,9 +161,15 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
     assert files_per_partition and max(files_per_partition) <= MAX_FILES_PER_PARTITION
 
     with fresh_keyspace("stream_reference") as reference:
-        result, _ = run_pipeline(landing, tmp_path / "reference_lake", reference)
+        result, reference_lake = run_pipeline(landing, tmp_path / "reference_lake", reference)
         assert result.success
         backfilled = _tables(reference)
     for table in TABLES:
         assert len(streamed[table]) > 0 or table == "cost_anomalies_by_date"
         pd.testing.assert_frame_equal(streamed[table], backfilled[table], obj=table)
+    # The ledger extended file by file equals the one a backfill parses from every file.
+    ledger = ["bronze/usage_events_rejects", "bronze/usage_events_duplicates", "bronze/usage_events_file_counts"]
+    extended, parsed = snapshot(lake, spark, None, ledger, []), snapshot(reference_lake, spark, None, ledger, [])
+    assert len(parsed["bronze/usage_events_duplicates"]) > 0
+    for name in ledger:
+        pd.testing.assert_frame_equal(extended[name], parsed[name], obj=name)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from cpa_assets.bronze.usage import (
-    FILE_COUNTS_SCHEMA, LandingFiles, PlannedFile, parse_events, read_event_lines, run_files, split_events,
+    FILE_COUNTS_SCHEMA, LandingFiles, PlannedFile, appended_events, extended_rejects_and_duplicates, ledger_extension,
+    parse_events, read_event_lines, run_files, split_events,
 )
 from cpa_resources import LakeResource
 
@@ -130,3 +131,51 @@ def test_a_run_reads_the_ledger_files_and_its_planned_files_as_planned(spark, tm
     everything = run_files(lake, LandingFiles())
     assert [f.name for f in everything] == ["a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"]
     assert everything[stream / "b.jsonl"] == (0, (stream / "b.jsonl").stat().st_mtime_ns)
+
+
+def _ledger_row(lines=2, bronze=1, rejects=1, duplicates=0, size=10, mtime_ns=100) -> dict:
+    return {"lines_read": lines, "bronze_rows": bronze, "rejects": rejects, "duplicates": duplicates,
+            "size": size, "mtime_ns": mtime_ns}
+
+
+def test_the_ledger_is_extended_only_by_files_after_all_it_holds():
+    a, b, c = Path("a.jsonl"), Path("b.jsonl"), Path("c.jsonl")
+    ledger = {"b.jsonl": _ledger_row()}
+    appending = LandingFiles(appended=["c.jsonl"])
+    assert ledger_extension(appending, ledger, {b: (10, 100), c: (5, 50)}) == [c]
+    # Recompute: a backfill or UI run, no ledger yet, a new file sorting before a held one, a held
+    # file changed or gone, a ledger that does not balance.
+    assert ledger_extension(LandingFiles(), ledger, {b: (10, 100), c: (5, 50)}) == []
+    assert ledger_extension(appending, {}, {b: (10, 100), c: (5, 50)}) == []
+    assert ledger_extension(appending, ledger, {a: (5, 50), b: (10, 100), c: (5, 50)}) == []
+    assert ledger_extension(appending, ledger, {b: (11, 100), c: (5, 50)}) == []
+    assert ledger_extension(appending, ledger, {c: (5, 50)}) == []
+    assert ledger_extension(appending, {"b.jsonl": _ledger_row(bronze=0)}, {b: (10, 100), c: (5, 50)}) == []
+    assert ledger_extension(appending, ledger, {b: (10, 100)}) == []
+
+
+def test_an_extended_ledger_equals_one_parsed_from_every_file(spark, tmp_path):
+    old = write(tmp_path, "a.jsonl", [event("e1"), event("e2"), "{oops"])
+    # e1 again (kept in a.jsonl) twice, a reject, e3 twice (the first kept), a new e4.
+    new = write(tmp_path, "b.jsonl", [event("e1"), event("e3"), "{bad", event("e1"), event("e3"), event("e4")])
+    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
+    events, rejects, duplicates = split_events(parse_events(read_event_lines(spark, [old]), FIRST, LAST))
+    lake.replace_partitions(events, "bronze", "usage_events", "event_date", ["2025-08-18"])
+    lake.write(rejects, "bronze", "usage_events_rejects")
+    lake.write(duplicates, "bronze", "usage_events_duplicates")
+    from cpa_assets.bronze.usage import BRONZE_SCHEMA
+
+    held = lake.read(spark, "bronze", "usage_events", BRONZE_SCHEMA, "event_date")
+    lake.append_partitions(appended_events(spark, [new], held), "bronze", "usage_events", "event_date")
+
+    bronze = lake.read(spark, "bronze", "usage_events", BRONZE_SCHEMA, "event_date")
+    extended = [frame.toPandas() for frame in extended_rejects_and_duplicates(spark, lake, [new], bronze)]
+    _, every_reject, every_duplicate = split(spark, [old, new])
+
+    def rows(frame, columns):
+        return sorted(map(tuple, frame[columns].astype(str).values.tolist()))
+
+    assert rows(extended[0], ["source_file", "line_no", "reason"]) == rows(every_reject, ["source_file", "line_no", "reason"])
+    columns = ["event_id", "source_file", "line_no", "kept_source_file", "kept_line_no", "event_date"]
+    assert rows(extended[1], columns) == rows(every_duplicate, columns)
+    assert len(extended[1]) == 3 and set(extended[1].kept_source_file) == {"a.jsonl", "b.jsonl"}

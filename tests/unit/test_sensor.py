@@ -40,6 +40,8 @@ def files_of(request) -> list[str]:
 
 def appended(request) -> dict[str, list[str]]:
     ops = request.run_config["ops"]
+    # The ledger extends itself exactly when bronze appends.
+    assert ops["bronze_usage_events_ledger"]["config"]["appended"] == ops["bronze__usage_events"]["config"]["appended"]
     return {op: ops[op]["config"]["appended"] for op in ("bronze__usage_events", "silver_usage_events")}
 
 
