@@ -22,9 +22,6 @@ def spark_config(
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
         "spark.default.parallelism": str(shuffle_partitions),
         "spark.sql.session.timeZone": "UTC",
-        # Python workers run the driver's interpreter (the project's virtualenv, with pandas and
-        # pyarrow), locally or on a cluster's executors, not whatever `python3` their PATH finds.
-        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
         "spark.log.level": "ERROR",
         # Adaptive execution re-plans each query around its shuffles: at these data sizes that costs
         # more than it saves (a stream step's 60-partition write: 0.9 s without, 1.3 s with).
@@ -46,6 +43,10 @@ def spark_config(
 
 def spark_from_env() -> LazyPySparkResource:
     """dagster-pyspark's resource, configured from the environment; the session starts on first use."""
+    # Python workers run the driver's interpreter (the project's virtualenv, with pandas and
+    # pyarrow), locally or on a cluster's executors, not whatever `python3` their PATH finds:
+    # PySpark takes it from PYSPARK_PYTHON, not from the session's configuration.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return LazyPySparkResource(
         spark_config=spark_config(
             master=os.environ.get("CPA_SPARK_MASTER", "local[2]"),

@@ -1,6 +1,8 @@
 """The code location loads, and every asset carries what the UI shows a user."""
 
+import os
 import re
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -23,6 +25,13 @@ def test_spark_is_dagster_pysparks_resource_configured_from_the_environment(monk
 
     assert isinstance(defs.resources["spark"], LazyPySparkResource)
     assert defs.resources["spark"].spark_config["spark.master"] == "local[2]"
+    # Python workers run this interpreter (the one with the project's packages) unless told otherwise.
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    build_definitions()
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable
+    monkeypatch.setenv("PYSPARK_PYTHON", "/opt/python3")
+    build_definitions()
+    assert os.environ["PYSPARK_PYTHON"] == "/opt/python3"
     monkeypatch.setenv("CPA_SPARK_REMOTE", "sc://spark-connect:15002")
     assert build_definitions().resources["spark"].spark_config == {"spark.remote": "sc://spark-connect:15002"}
     monkeypatch.delenv("CPA_SPARK_REMOTE")
