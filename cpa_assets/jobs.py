@@ -37,6 +37,10 @@ monthly_billing_job = dg.define_asset_job(
     description="billing_monthly → bronze → silver; revenue_by_org_month → Cassandra.",
 )
 
+# Stream runs replace the same partitions one at a time (dagster.yaml's limit on this tag) and run
+# in the warm worker (its launcher's tag).
+STREAM_TAGS = {"cpa/lake": "usage"}
+
 ALL_SOURCES = (*DAILY_SOURCES, "billing_monthly")
 
 # The bronze snapshots that silver usage events join with (orgs and resources).
@@ -52,5 +56,5 @@ usage_stream_job = dg.define_asset_job(
     "usage_stream",
     selection=USAGE_ASSETS | STREAM_SNAPSHOTS,
     description="A range of event dates from landing events to Cassandra, without the CSV snapshots (run by the sensor).",
-    tags={"cpa/lake": "usage"},
+    tags=STREAM_TAGS,
 )

@@ -39,6 +39,9 @@ DEFAULT_WARM_TAG = "cpa/lake=usage"
 class WarmStreamRunLauncher(DefaultRunLauncher):
     """Runs tagged `warm_tag` (key=value) execute in this process's warm worker; others as usual."""
 
+    # Read by the warm-up sensor (cpa_assets/warm_up.py): a run of it stays warm here.
+    keeps_a_warm_worker = True
+
     def __init__(self, inst_data: ConfigurableClassData | None = None, warm_tag: str = DEFAULT_WARM_TAG):
         super().__init__(inst_data=inst_data)
         self._warm_key, _, self._warm_value = warm_tag.partition("=")
