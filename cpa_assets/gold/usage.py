@@ -10,7 +10,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from cpa_assets.charts import daily_cost_per_service
+from cpa_assets.charts import daily_cost_per_service, drawn_meanwhile
 from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import chart_metadata, partition_metadata
 from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partitions, serve_first, single_run, top_services_window
@@ -115,9 +115,9 @@ def org_daily_usage_by_service(
     silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
     path = lake.replace_partitions(daily_usage(silver), "gold", "org_daily_usage_by_service", "usage_date", dates)
     written = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", dates).cache()
-    rows = sum(partition_metadata(context, DAILY_USAGE, written, "usage_date", order=["org_id", "service"]).values())
     per_service = written.groupBy("usage_date", "service").agg(F.sum("daily_cost_usd").alias("daily_cost_usd")).toPandas()
-    chart_metadata(context, DAILY_USAGE, daily_cost_per_service(per_service), "P1 daily cost per service (USD)")
+    chart = drawn_meanwhile(daily_cost_per_service, per_service)
+    rows = sum(partition_metadata(context, DAILY_USAGE, written, "usage_date", order=["org_id", "service"]).values())
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
@@ -127,6 +127,7 @@ def org_daily_usage_by_service(
         },
         check_results=[spark_schema_result(DailyUsage, written, DAILY_USAGE)],
     )
+    chart_metadata(context, DAILY_USAGE, chart.result(), "P1 daily cost per service (USD)")
     written.unpersist()
     return result
 
