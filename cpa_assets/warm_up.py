@@ -5,38 +5,55 @@ Stream runs execute one after another in a warm worker inside the Dagster daemon
 pay for starting the JVM and compiling Spark's read and write paths (bronze 14 s instead of 3 s
 for the first file after `make run`'s backfill), and every file delivered behind it would wait in
 the queue. So, once per start of the code location, a sensor asks for one small run of its own in
-that worker: it starts the session and writes, reads and aggregates a few partitioned Parquet
-rows, as a stream step does, in a scratch folder. It carries the stream's tag, so it takes the
-stream's turn like any stream run and never touches the lake."""
+that worker: it starts the session, parses a few made-up events with bronze's own parser and
+writes, reads and counts them as partitioned Parquet, as a stream step does, in a scratch folder.
+It carries the stream's tag, so it takes the stream's turn like any stream run and never touches
+the lake."""
 
+import datetime as dt
+import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import dagster as dg
 from dagster_pyspark import LazyPySparkResource
-from pyspark.sql import functions as F
 
+from cpa_assets.bronze.usage import parse_events, read_event_lines, split_events
 from cpa_assets.jobs import STREAM_TAGS
 
-WARM_UP_ROWS = 6000
+# Made-up events over as many dates as a course file touches.
+WARM_UP_DAYS = 60
+WARM_UP_EVENTS_PER_DAY = 10
 
 
-@dg.op(description="Start the stream worker's SparkSession and run a small partitioned Parquet write, read and aggregate.")
+def warm_up_lines(days: int = WARM_UP_DAYS, per_day: int = WARM_UP_EVENTS_PER_DAY) -> str:
+    """JSON lines of made-up usage events, `per_day` on each of `days` dates (and one repeated id)."""
+    lines = []
+    for n in range(days * per_day):
+        day = dt.date(2025, 1, 1) + dt.timedelta(days=n % days)
+        lines.append(json.dumps({
+            "event_id": f"warm_{n % (days * per_day - 1)}", "timestamp": f"{day}T12:00:00Z", "org_id": "org_warm",
+            "resource_id": "res_warm", "service": "compute", "region": "us-east", "metric": "requests",
+            "value": n, "unit": "count", "cost_usd_increment": 0.01, "schema_version": 2,
+        }))
+    return "\n".join(lines) + "\n"
+
+
+@dg.op(description="Start the stream worker's SparkSession and run bronze's parse and a partitioned Parquet write and read on made-up events.")
 def warm_up_spark(context: dg.OpExecutionContext, spark: LazyPySparkResource) -> int:
-    """The number of partitions written and read back."""
+    """The number of dates written and read back."""
     began = time.perf_counter()
     session = spark.spark_session
     with tempfile.TemporaryDirectory(prefix="cpa-warm-up-") as scratch:
-        folder = os.path.join(scratch, "rows")
-        rows = session.range(WARM_UP_ROWS).select(
-            F.date_add(F.lit("2025-01-01").cast("date"), (F.col("id") % 60).cast("int")).alias("event_date"),
-            F.col("id").cast("string").alias("event_id"),
-            (F.col("id") / 7).alias("value"),
-        )
-        rows.write.partitionBy("event_date").parquet(folder)
-        days = session.read.parquet(folder).groupBy("event_date").agg(F.sum("value").alias("value")).toPandas()
-    context.log.info(f"stream worker warm: {len(days)} partitions written, read and summed in {time.perf_counter() - began:.1f} s")
+        landing = Path(scratch) / "warm_up.jsonl"
+        landing.write_text(warm_up_lines())
+        last = (dt.date(2025, 1, 1) + dt.timedelta(days=WARM_UP_DAYS - 1)).isoformat()
+        events, _, _ = split_events(parse_events(read_event_lines(session, [landing]), "2025-01-01", last))
+        events.write.partitionBy("event_date").parquet(str(Path(scratch) / "events"))
+        days = session.read.parquet(str(Path(scratch) / "events")).groupBy("event_date").count().toPandas()
+    context.log.info(f"stream worker warm: {len(days)} dates parsed, written, read and counted in {time.perf_counter() - began:.1f} s")
     return len(days)
 
 

@@ -35,5 +35,5 @@ def test_no_warm_up_where_every_run_gets_a_process_of_its_own(tmp_path, monkeypa
 def test_the_warm_up_run_starts_spark_and_leaves_the_session_up(spark):
     result = warm_up.stream_worker_warm_up.execute_in_process(resources={"spark": spark_from_env()})
     assert result.success
-    assert result.output_for_node("warm_up_spark") == 60  # partitions written and read back
+    assert result.output_for_node("warm_up_spark") == warm_up.WARM_UP_DAYS  # dates parsed, written and read back
     assert spark.range(3).count() == 3  # still up for the next run
