@@ -13,8 +13,10 @@ date its own figures (row count, preview, whatever the asset counts per date) in
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pyspark.sql.types as T
@@ -168,6 +170,14 @@ def previews_by_date(rows: DataFrame, date_column: str, order: list | None = Non
     return counts, {day: "\n".join(table) for day, table in lines.items()}
 
 
+def side_by_side(*actions: Callable[[], Any]) -> list:
+    """Run independent Spark actions (on cached or small frames) in threads of their own and give
+    their results in order. Such jobs are bound by each job's fixed cost (planning, scheduling, the
+    round trips to the JVM), not by the cores; side by side those waits overlap."""
+    with ThreadPoolExecutor(max_workers=len(actions), thread_name_prefix="cpa-spark") as pool:
+        return [future.result() for future in [pool.submit(action) for action in actions]]
+
+
 def partition_metadata(
     context: dg.AssetExecutionContext,
     asset_key: dg.AssetKey,
@@ -176,16 +186,20 @@ def partition_metadata(
     counts: Mapping[str, int] | None = None,
     extra: Mapping[str, Mapping] | None = None,
     order: list | None = None,
+    previewed: tuple[dict[str, int], dict[str, str]] | None = None,
 ) -> dict[str, int]:
     """Give each date of the run its own row count and preview (and `extra[date]`), over the
-    step's metadata for the range. `rows`: the rows to preview (None: no preview); `counts`: each
-    date's row count when the caller has it already (it counts more than the previewed rows),
-    else counted from `rows`. Returns the counts."""
-    counted, previews = previews_by_date(rows, date_column, order) if rows is not None else ({}, {})
+    step's metadata for the range. `rows`: the rows to preview (None: no preview), or `previewed`:
+    what `previews_by_date` gave for them already; `counts`: each date's row count when the caller
+    has it already (it counts more than the previewed rows), else counted from `rows`. Returns
+    the counts."""
+    if previewed is None:
+        previewed = previews_by_date(rows, date_column, order) if rows is not None else None
+    counted, previews = previewed or ({}, {})
     counts = counted if counts is None else counts
     for key in context.partition_keys:
         metadata = {"dagster/row_count": counts.get(key, 0), **(extra or {}).get(key, {})}
-        if rows is not None:
+        if previewed is not None:
             metadata["preview"] = dg.MetadataValue.md(previews.get(key, "_no rows_"))
         context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=key)
     return dict(counts)

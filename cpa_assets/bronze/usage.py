@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
 from cpa_assets.event_time import BLANK_LINE_PATTERN, is_blank, spark_timestamp
-from cpa_assets.metadata import partition_metadata
+from cpa_assets.metadata import partition_metadata, previews_by_date, side_by_side
 from cpa_assets.partitions import bookkeeping_last, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
 
@@ -339,9 +339,15 @@ def bronze_usage_events(
         written = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates).cache()
         stored = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
     # The schema check and the preview read the rows this run wrote; the counts cover its dates.
-    per_date = {str(r[0]): r[1] for r in stored.groupBy("event_date").count().collect()}
+    counted, previewed, preview, check = side_by_side(
+        lambda: stored.groupBy("event_date").count().collect(),
+        lambda: previews_by_date(written, "event_date"),
+        lambda: markdown_preview(written),
+        lambda: spark_schema_result(BronzeUsageEvent, written, BRONZE_EVENTS),
+    )
+    per_date = {str(day): n for day, n in counted}
     rows = sum(per_date.values())
-    partition_metadata(context, BRONZE_EVENTS, written, "event_date", counts=per_date)
+    partition_metadata(context, BRONZE_EVENTS, None, "event_date", counts=per_date, previewed=previewed)
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
@@ -350,9 +356,9 @@ def bronze_usage_events(
             "landing_files": len(files),
             "written_as": f"{len(added)} files appended" if appending else "dates recomputed",
             "path": dg.MetadataValue.path(str(path)),
-            "preview": dg.MetadataValue.md(markdown_preview(written)),
+            "preview": dg.MetadataValue.md(preview),
         },
-        check_results=[spark_schema_result(BronzeUsageEvent, written, BRONZE_EVENTS)],
+        check_results=[check],
     )
     written.unpersist()
     held.unpersist()

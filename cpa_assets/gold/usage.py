@@ -12,7 +12,7 @@ from pyspark.sql import functions as F
 
 from cpa_assets.charts import daily_cost_per_service, drawn_meanwhile
 from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
-from cpa_assets.metadata import chart_metadata, partition_metadata
+from cpa_assets.metadata import chart_metadata, partition_metadata, previews_by_date, side_by_side
 from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partitions, serve_first, single_run, top_services_window
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
@@ -117,15 +117,20 @@ def org_daily_usage_by_service(
     written = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", dates).cache()
     per_service = written.groupBy("usage_date", "service").agg(F.sum("daily_cost_usd").alias("daily_cost_usd")).toPandas()
     chart = drawn_meanwhile(daily_cost_per_service, per_service)
-    rows = sum(partition_metadata(context, DAILY_USAGE, written, "usage_date", order=["org_id", "service"]).values())
+    previewed, preview, check = side_by_side(
+        lambda: previews_by_date(written, "usage_date", ["org_id", "service"]),
+        lambda: markdown_preview(written),
+        lambda: spark_schema_result(DailyUsage, written, DAILY_USAGE),
+    )
+    rows = sum(partition_metadata(context, DAILY_USAGE, None, "usage_date", previewed=previewed).values())
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
             "partitions": len(dates),
             "path": dg.MetadataValue.path(str(path)),
-            "preview": dg.MetadataValue.md(markdown_preview(written)),
+            "preview": dg.MetadataValue.md(preview),
         },
-        check_results=[spark_schema_result(DailyUsage, written, DAILY_USAGE)],
+        check_results=[check],
     )
     chart_metadata(context, DAILY_USAGE, chart.result(), "P1 daily cost per service (USD)")
     written.unpersist()

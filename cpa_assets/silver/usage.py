@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from cpa_assets.bronze.batch import read_bronze
 from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, BronzeUsageEvent, LandingFiles, arrived_after, held_rows
 from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
-from cpa_assets.metadata import chart_metadata, partition_metadata
+from cpa_assets.metadata import chart_metadata, partition_metadata, previews_by_date, side_by_side
 from cpa_assets.charts import drawn_meanwhile, quarantine_by_rule
 from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
@@ -173,14 +173,14 @@ def summed(per_date: dict[str, dict], names: tuple[str, ...]) -> dict[str, int]:
 
 def date_metadata(
     context: dg.AssetExecutionContext,
-    written: DataFrame,
-    quarantined: DataFrame,
+    previewed: tuple[tuple, tuple],
     per_date: dict[str, dict],
     appending: bool,
 ) -> None:
     """Each date's own figures on its silver and quarantine materialisations: rows, rows in from
     bronze, quarantined by rule (everything the date holds), conservation, and the flags and
-    preview of the rows written (appending: the rows added); the quarantine chart."""
+    preview of the rows written (appending: the rows added; `previewed`: `previews_by_date` of
+    them and of the quarantine); the quarantine chart."""
     figures, held = {}, {}
     for day in context.partition_keys:
         n_bronze, n_silver, n_held = (per_date[name].get(day, 0) for name in ("bronze", "silver", "quarantine"))
@@ -200,8 +200,11 @@ def date_metadata(
         columns=["event_date", "dq_rule", "rows"],
     )
     chart = drawn_meanwhile(quarantine_by_rule, by_day_and_rule)
-    partition_metadata(context, SILVER_EVENTS, written, "event_date", counts=per_date["silver"], extra=figures)
-    partition_metadata(context, QUARANTINE, quarantined, "event_date", counts=per_date["quarantine"], extra=held)
+    silver_previews, quarantine_previews = previewed
+    partition_metadata(context, SILVER_EVENTS, None, "event_date", counts=per_date["silver"], extra=figures,
+                       previewed=silver_previews)
+    partition_metadata(context, QUARANTINE, None, "event_date", counts=per_date["quarantine"], extra=held,
+                       previewed=quarantine_previews)
     chart_metadata(context, QUARANTINE, chart.result(), "Quarantined usage events per day, by rule")
 
 
@@ -277,11 +280,18 @@ def silver_usage_events(
     else:
         written, quarantined = (lake.read(session, "silver", t, schema, "event_date", dates).cache() for t, schema in tables)
         stored = {"silver": written, "quarantine": quarantined}
-    per_date = tally({"bronze": bronze, **stored}, written)
+    per_date, silver_previews, quarantine_previews, preview, silver_check, quarantine_check = side_by_side(
+        lambda: tally({"bronze": bronze, **stored}, written),
+        lambda: previews_by_date(written, "event_date"),
+        lambda: previews_by_date(quarantined, "event_date"),
+        lambda: markdown_preview(written),
+        lambda: spark_schema_result(SilverUsageEvent, written, SILVER_EVENTS),
+        lambda: spark_schema_result(QUARANTINED_USAGE_EVENT, quarantined, QUARANTINE),
+    )
     by_rule = summed(per_date["rules"], QUARANTINE_RULES)
     by_flag = summed(per_date["flags"], FLAGS)
     totals = {name: sum(per_date[name].values()) for name in ("bronze", "silver", "quarantine")}
-    date_metadata(context, written, quarantined, per_date, appending)
+    date_metadata(context, (silver_previews, quarantine_previews), per_date, appending)
     yield dg.MaterializeResult(
         asset_key=SILVER_EVENTS,
         metadata={
@@ -292,7 +302,7 @@ def silver_usage_events(
             "flags": dg.MetadataValue.json(by_flag),
             "quarantined_by_rule": dg.MetadataValue.json(by_rule),
             "path": dg.MetadataValue.path(str(silver_path)),
-            "preview": dg.MetadataValue.md(markdown_preview(written)),
+            "preview": dg.MetadataValue.md(preview),
         },
     )
     yield dg.MaterializeResult(
@@ -303,8 +313,8 @@ def silver_usage_events(
             "path": dg.MetadataValue.path(str(quarantine_path)),
         },
     )
-    yield spark_schema_result(SilverUsageEvent, written, SILVER_EVENTS)
-    yield spark_schema_result(QUARANTINED_USAGE_EVENT, quarantined, QUARANTINE)
+    yield silver_check
+    yield quarantine_check
     dates_seen = set(per_date["bronze"]) | set(per_date["silver"]) | set(per_date["quarantine"])
     yield equality_result(
         "conservation",
