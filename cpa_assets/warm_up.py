@@ -66,7 +66,9 @@ def stream_worker_warm_up():
 _requested_in: int | None = None  # the pid of the code server that asked already
 
 
-@dg.sensor(job=stream_worker_warm_up, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+# Its first tick comes as the stack starts; every later one is a skipped tick kept for a day (see
+# dagster.yaml's retention): at one a minute, 1,440 at most.
+@dg.sensor(job=stream_worker_warm_up, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def stream_worker_warm_up_sensor(context: dg.SensorEvaluationContext):
     """Once per start of the code location, when stream runs go to a warm worker: one warm-up run."""
     global _requested_in
