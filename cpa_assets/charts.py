@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import matplotlib.dates as mdates
 import numpy as np
@@ -55,16 +53,6 @@ def _empty(title: str) -> bytes:
     ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
     return _png(fig)
-
-
-_drawer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cpa-charts")
-
-
-def drawn_meanwhile(draw: Callable[..., bytes], *args) -> Future:
-    """Draw a chart in a thread of its own; its PNG is `.result()`. A step starts it before its
-    last Spark jobs, which wait on the JVM without holding Python's lock, so the drawing costs the
-    step little time of its own."""
-    return _drawer.submit(draw, *args)
 
 
 def markdown_image(png: bytes, title: str) -> str:

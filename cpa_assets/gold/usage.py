@@ -10,7 +10,7 @@ from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from cpa_assets.charts import daily_cost_per_service, drawn_meanwhile
+from cpa_assets.charts import daily_cost_per_service
 from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import chart_metadata, partition_metadata, previews_by_date, side_by_side
 from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partitions, serve_first, single_run, top_services_window
@@ -116,11 +116,11 @@ def org_daily_usage_by_service(
     path = lake.replace_partitions(daily_usage(silver), "gold", "org_daily_usage_by_service", "usage_date", dates)
     written = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", dates).cache()
     per_service = written.groupBy("usage_date", "service").agg(F.sum("daily_cost_usd").alias("daily_cost_usd")).toPandas()
-    chart = drawn_meanwhile(daily_cost_per_service, per_service)
-    previewed, preview, check = side_by_side(
+    previewed, preview, check, chart = side_by_side(
         lambda: previews_by_date(written, "usage_date", ["org_id", "service"]),
         lambda: markdown_preview(written),
         lambda: spark_schema_result(DailyUsage, written, DAILY_USAGE),
+        lambda: daily_cost_per_service(per_service),
     )
     rows = sum(partition_metadata(context, DAILY_USAGE, None, "usage_date", previewed=previewed).values())
     result = dg.MaterializeResult(
@@ -132,7 +132,7 @@ def org_daily_usage_by_service(
         },
         check_results=[check],
     )
-    chart_metadata(context, DAILY_USAGE, chart.result(), "P1 daily cost per service (USD)")
+    chart_metadata(context, DAILY_USAGE, chart, "P1 daily cost per service (USD)")
     written.unpersist()
     return result
 

@@ -16,7 +16,7 @@ from cpa_assets.bronze.batch import read_bronze
 from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, BronzeUsageEvent, LandingFiles, arrived_after, held_rows
 from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import chart_metadata, partition_metadata, previews_by_date, side_by_side
-from cpa_assets.charts import drawn_meanwhile, quarantine_by_rule
+from cpa_assets.charts import quarantine_by_rule
 from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 from cpa_assets.preview import markdown_preview
@@ -199,13 +199,12 @@ def date_metadata(
         [(day, rule, n) for day, counts in per_date["rules"].items() for rule, n in counts.items()],
         columns=["event_date", "dq_rule", "rows"],
     )
-    chart = drawn_meanwhile(quarantine_by_rule, by_day_and_rule)
     silver_previews, quarantine_previews = previewed
     partition_metadata(context, SILVER_EVENTS, None, "event_date", counts=per_date["silver"], extra=figures,
                        previewed=silver_previews)
     partition_metadata(context, QUARANTINE, None, "event_date", counts=per_date["quarantine"], extra=held,
                        previewed=quarantine_previews)
-    chart_metadata(context, QUARANTINE, chart.result(), "Quarantined usage events per day, by rule")
+    chart_metadata(context, QUARANTINE, quarantine_by_rule(by_day_and_rule), "Quarantined usage events per day, by rule")
 
 
 @dg.multi_asset(
