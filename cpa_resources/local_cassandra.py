@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +38,8 @@ from pathlib import Path
 from string import Template
 from typing import Any
 from xml.sax.saxutils import escape
+
+from cpa_resources import maven
 
 HOST = "127.0.0.1"
 MAIN_CLASS = "org.apache.cassandra.service.CassandraDaemon"
@@ -72,22 +73,6 @@ JDK17_MODULE_OPTIONS = [
     "--add-opens=java.base/java.lang=ALL-UNNAMED",
     "--add-opens=java.base/java.util=ALL-UNNAMED",
 ]
-
-POM = Template("""<project xmlns="http://maven.apache.org/POM/4.0.0">
-  <modelVersion>4.0.0</modelVersion>
-  <groupId>local.cpa</groupId>
-  <artifactId>cassandra-server</artifactId>
-  <version>$version</version>
-  <packaging>pom</packaging>
-  <dependencies>
-    <dependency>
-      <groupId>org.apache.cassandra</groupId>
-      <artifactId>cassandra-all</artifactId>
-      <version>$version</version>
-    </dependency>
-  </dependencies>
-</project>
-""")
 
 LOGBACK = Template("""<configuration scan="false">
   <appender name="SYSTEMLOG" class="ch.qos.logback.core.rolling.RollingFileAppender">
@@ -181,47 +166,9 @@ def _server_jar(lib: Path) -> Path:
 
 
 def install() -> Path:
-    """Fetch the server and its runtime dependencies from Maven Central, once.
-
-    Maven resolves into a temporary sibling directory that is renamed into place only when
-    complete, so an interrupted install never leaves a cache that looks usable.
-    """
+    """Fetch the server and its runtime dependencies from Maven Central, once."""
     target = install_dir()
-    if _server_jar(target / "lib").exists():
-        return target
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise RuntimeError("installing Apache Cassandra needs Maven: apt-get install maven")
-
-    print(f"installing Apache Cassandra {version()} from Maven Central into {target} ...",
-          flush=True)
-    started = time.monotonic()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.{os.getpid()}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        (staging / "pom.xml").write_text(POM.substitute(version=version()))
-        command = [mvn, "-q", "-B", "dependency:copy-dependencies",
-                   "-DincludeScope=runtime", "-DoutputDirectory=lib"]
-        env = {**os.environ, "JAVA_HOME": str(java_home())}
-        # Captured: Maven 3.8 prints stray colour codes even with -q; shown only on failure.
-        result = subprocess.run(command, cwd=staging, env=env, stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True)
-        if result.returncode != 0 or not _server_jar(staging / "lib").exists():
-            output = (result.stdout + result.stderr).strip()[-4000:]
-            raise RuntimeError(
-                f"mvn could not fetch org.apache.cassandra:cassandra-all:{version()}\n{output}")
-        shutil.rmtree(target, ignore_errors=True)  # a leftover without the server jar
-        try:
-            staging.rename(target)
-        except OSError:
-            if not _server_jar(target / "lib").exists():  # a concurrent install won the race
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    jars = len(list((target / "lib").glob("*.jar")))
-    print(f"installed {jars} jars in {time.monotonic() - started:.1f} s", flush=True)
+    maven.fetch("org.apache.cassandra", "cassandra-all", version(), target, java_home())
     return target
 
 
