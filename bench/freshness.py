@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.stack import LiveStack, runs_for_file, scratch_landing, wait_for  # noqa: E402
 from cpa_cli.replay import deliver  # noqa: E402
+from cpa_resources import LakeResource  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LANDING = REPO.parent / "shared" / "datasets" / "cloud_provider" / "landing"
@@ -111,7 +112,7 @@ def main() -> int:
                       f" first step {r['first_step']:.1f} s |"
                       f" P1 readable {r['p1_readable']:.1f} s | all tables {r['all_tables']:.1f} s |"
                       f" run end {r['run_end']:.1f} s", flush=True)
-            crowded = max(len(list(d.glob("*.parquet"))) for d in (lake / "bronze" / "usage_events").glob("event_date=*"))
+            crowded = max(LakeResource(root=str(lake)).files_per_partition("bronze", "usage_events", "event_date").values())
             print(f"bronze: at most {crowded} Parquet files in a partition", flush=True)
         finally:
             stack.stop()

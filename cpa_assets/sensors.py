@@ -207,17 +207,13 @@ _ledger_cache: dict[str, tuple[tuple, dict]] = {}
 
 
 def ledger_of(lake: LakeResource) -> dict[str, dict]:
-    """The landing ledger, read again only when it was replaced (a new folder, a new inode)."""
+    """The landing ledger, read again only when it has a new version."""
     path = lake.path("bronze", "usage_events_file_counts")
-    try:
-        stat = path.stat()
-        version = (stat.st_ino, stat.st_mtime_ns)
-    except FileNotFoundError:
-        version = None
-    cached = _ledger_cache.get(str(path))
+    version = lake.version("bronze", "usage_events_file_counts")
+    cached = _ledger_cache.get(path)
     if version is None or cached is None or cached[0] != version:
-        _ledger_cache[str(path)] = (version, delivered_files(lake))
-    return _ledger_cache[str(path)][1]
+        _ledger_cache[path] = (version, delivered_files(lake))
+    return _ledger_cache[path][1]
 
 
 def process_gone(pid: int) -> bool:
@@ -293,7 +289,7 @@ def usage_events_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
 
     def plan(cursor):
         tick = Tick(listing_of(lake), ledger_of(lake), failed, queued, not (queued or going), time.time(),
-                    snapshots_missing=not all(lake.path("bronze", t).exists() for t in ("customers_orgs", "resources")))
+                    snapshots_missing=not all(lake.exists("bronze", t) for t in ("customers_orgs", "resources")))
         return plan_stream_run(cursor, tick, lambda name: event_dates(lake.events_dir() / name))
 
     request, cursor = plan(context.cursor)

@@ -5,8 +5,9 @@ Stream runs execute one after another in a warm worker inside the Dagster daemon
 pay for starting the JVM and compiling Spark's read and write paths (bronze 14 s instead of 3 s
 for the first file after `make run`'s backfill), and every file delivered behind it would wait in
 the queue. So, once per start of the code location, a sensor asks for one small run of its own in
-that worker: it starts the session, parses a few made-up events with bronze's own parser and
-writes, reads and counts them as partitioned Parquet, as a stream step does, in a scratch folder.
+that worker: it starts the session, parses a few made-up events with bronze's own parser, writes
+them to a partitioned Delta table, merges them in again (inserting nothing) and counts them back,
+as a stream step does, in a scratch lake.
 It carries the stream's tag, so it takes the stream's turn like any stream run and never touches
 the lake."""
 
@@ -22,6 +23,7 @@ from dagster_pyspark import LazyPySparkResource
 
 from cpa_assets.bronze.usage import parse_events, read_event_lines, split_events
 from cpa_assets.jobs import STREAM_TAGS
+from cpa_resources import LakeResource
 
 # Made-up events over as many dates as a course file touches.
 WARM_UP_DAYS = 60
@@ -41,7 +43,7 @@ def warm_up_lines(days: int = WARM_UP_DAYS, per_day: int = WARM_UP_EVENTS_PER_DA
     return "\n".join(lines) + "\n"
 
 
-@dg.op(description="Start the stream worker's SparkSession and run bronze's parse and a partitioned Parquet write and read on made-up events.")
+@dg.op(description="Start the stream worker's SparkSession and run bronze's parse, a partitioned Delta write, a merge and a read on made-up events.")
 def warm_up_spark(context: dg.OpExecutionContext, spark: LazyPySparkResource) -> int:
     """The number of dates written and read back."""
     began = time.perf_counter()
@@ -51,8 +53,10 @@ def warm_up_spark(context: dg.OpExecutionContext, spark: LazyPySparkResource) ->
         landing.write_text(warm_up_lines())
         last = (dt.date(2025, 1, 1) + dt.timedelta(days=WARM_UP_DAYS - 1)).isoformat()
         events, _, _ = split_events(parse_events(read_event_lines(session, [landing]), "2025-01-01", last))
-        events.write.partitionBy("event_date").parquet(str(Path(scratch) / "events"))
-        days = session.read.parquet(str(Path(scratch) / "events")).groupBy("event_date").count().toPandas()
+        lake = LakeResource(root=scratch)
+        for _ in range(2):  # the first write creates the table, the second merges into it
+            lake.append_partitions(events, "bronze", "events", "event_date")
+        days = lake.read(session, "bronze", "events").groupBy("event_date").count().toPandas()
     context.log.info(f"stream worker warm: {len(days)} dates parsed, written, read and counted in {time.perf_counter() - began:.1f} s")
     return len(days)
 

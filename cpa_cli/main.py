@@ -36,7 +36,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cpa_cli import ask, backfill, calendar_env, evaluate, generate, replay, report
+    from cpa_cli import ask, backfill, calendar_env, evaluate, generate, replay, report, versions
 
     parser = argparse.ArgumentParser(prog="cpa", description="Cloud Provider Analytics pipeline")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     page = commands.add_parser("report", help="write one HTML page with the answers P1–P6 and their charts")
     report.add_arguments(page)
     page.set_defaults(handler=report.run)
+
+    versions_of = commands.add_parser("history", help="list a lake table's versions (Delta Lake commits)")
+    versions.add_arguments(versions_of, restoring=False)
+    versions_of.set_defaults(handler=versions.history)
+
+    back_to = commands.add_parser("restore", help="make an earlier version of a lake table current again")
+    versions.add_arguments(back_to, restoring=True)
+    back_to.set_defaults(handler=versions.restore)
 
     question = commands.add_parser("ask", help="answer a serving question from Cassandra")
     ask.add_arguments(question)

@@ -28,11 +28,10 @@ th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 
 
 def read_table(lake: LakeResource, layer: str, table: str, date_column: str | None = None) -> pd.DataFrame:
-    """A Parquet table of the lake (its hive partitions become a column); empty when absent."""
-    path = lake.path(layer, table)
-    if not path.exists() or not any(path.iterdir()):
+    """A table of the lake as it is now (its partition column included); empty when absent."""
+    if not lake.exists(layer, table):
         return pd.DataFrame()
-    frame = pd.read_parquet(path)
+    frame = lake.table(layer, table).to_pandas()
     if date_column and date_column in frame:
         frame[date_column] = pd.to_datetime(frame[date_column].astype(str)).dt.date
     return frame

@@ -1,21 +1,53 @@
 """Spark through dagster-pyspark: local mode by default, a cluster master URL or a Spark Connect
-server by configuration (`CPA_SPARK_MASTER`, `CPA_SPARK_REMOTE`)."""
+server by configuration (`CPA_SPARK_MASTER`, `CPA_SPARK_REMOTE`), with Delta Lake's extensions.
+
+Delta Lake's jars (the version of the `delta-spark` Python package, which matches Spark's) are
+fetched once from Maven Central with `mvn` into `CPA_DELTA_CACHE` (`~/.cache/cpa/delta`) and
+handed to the session as `spark.jars`, which a cluster's executors receive from the driver: no
+resolution at every session start."""
 
 from __future__ import annotations
 
 import os
 import sys
+from importlib.metadata import version
+from pathlib import Path
 
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import SparkSession
 
+from cpa_resources import maven
+from cpa_resources.local_cassandra import java_home
+
+DELTA_VERSION = version("delta-spark")
+SCALA_BINARY = "2.13"  # Spark 4's
+
+
+def delta_jars() -> list[Path]:
+    """Delta Lake's Spark jars (delta-spark and delta-storage; Spark already ships the rest)."""
+    cache = Path(os.environ.get("CPA_DELTA_CACHE") or Path.home() / ".cache" / "cpa" / "delta").expanduser()
+    lib = maven.fetch("io.delta", f"delta-spark_{SCALA_BINARY}", DELTA_VERSION, cache / DELTA_VERSION, java_home(),
+                      groups="io.delta")
+    return sorted(lib.glob("*.jar"))
+
+
 def spark_config(
     master: str = "local[2]", remote: str = "", driver_memory: str = "2g", shuffle_partitions: int = 4
 ) -> dict[str, str]:
-    """The session's settings: a Spark Connect address alone, or a master with this project's tuning."""
+    """The session's settings: a Spark Connect address alone (its server brings Delta Lake), or a
+    master with Delta Lake and this project's tuning."""
     if remote:
         return {"spark.remote": remote}
     return {
+        "spark.jars": ",".join(str(jar) for jar in delta_jars()),
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        # A table's state is rebuilt from its log by a Spark job per new version; the default 50
+        # partitions suit a log of thousands of files, not this lake's (a 60-date replaceWhere:
+        # 1.5 s instead of 3.3 s, a read 0.7 s instead of 2.0 s, measured).
+        "spark.databricks.delta.snapshotPartitions": "1",
+        # Log entries are kept as long as the data files a restore needs (see LakeResource).
+        "spark.databricks.delta.properties.defaults.logRetentionDuration": "interval 7 days",
         "spark.app.name": "cpa",
         "spark.master": master,
         "spark.driver.memory": driver_memory,

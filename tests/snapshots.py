@@ -17,11 +17,17 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def snapshot(lake, spark, cassandra, datasets: list[str] | None = None, tables: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Every Parquet dataset (or the named `layer/table` ones) and every serving table (or the named ones)."""
+    """Every lake table (or the named `layer/table` ones) and every serving table (or the named ones)."""
     if datasets is None:
-        datasets = [f"{layer}/{folder.name}" for layer in ("bronze", "silver", "gold")
-                    for folder in sorted(lake.path(layer, "x").parent.iterdir())]
-    frames = {name: _sorted(spark.read.parquet(str(lake.path(*name.split("/")))).toPandas()) for name in datasets}
+        datasets = lake_tables(lake)
+    frames = {name: _sorted(lake.read(spark, *name.split("/")).toPandas()) for name in datasets}
     for table in tables if tables is not None else [t.name for t in SERVING_TABLES]:
         frames[f"cassandra/{table}"] = _sorted(read_table(cassandra, table))
     return frames
+
+
+def lake_tables(lake) -> list[str]:
+    """`layer/table` of every folder of a local lake's layers (each should be a Delta table)."""
+    root = lake.local_root()
+    return [f"{layer}/{folder.name}" for layer in ("bronze", "silver", "gold") if (root / layer).is_dir()
+            for folder in sorted((root / layer).iterdir()) if folder.is_dir()]

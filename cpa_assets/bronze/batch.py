@@ -209,8 +209,8 @@ def ingest_csv(source: CsvSource, spark: SparkSession, lake: LakeResource) -> li
     rows, rejects = split_rows(source, type_rows(source, read_csv_rows(spark, source, path)))
     table_path = lake.write(rows, "bronze", source.table)
     rejects_path = lake.write(rejects, "bronze", f"{source.table}_rejects")
-    written = spark.read.parquet(str(table_path))
-    rejected = spark.read.parquet(str(rejects_path))
+    written = lake.read(spark, "bronze", source.table)
+    rejected = lake.read(spark, "bronze", f"{source.table}_rejects")
     n_rows = written.count()
     reasons = {r[0]: r[1] for r in rejected.groupBy("reason").count().collect()}
     n_duplicates = reasons.get("duplicate_key", 0)
@@ -225,7 +225,7 @@ def ingest_csv(source: CsvSource, spark: SparkSession, lake: LakeResource) -> li
                 "landing_rows": landing_rows,
                 "duplicates_dropped": n_duplicates,
                 "rejected": n_rejects,
-                "path": dg.MetadataValue.path(str(table_path)),
+                **lake.location(table_path),
                 "preview": dg.MetadataValue.md(markdown_preview(written)),
             },
         ),
@@ -234,7 +234,7 @@ def ingest_csv(source: CsvSource, spark: SparkSession, lake: LakeResource) -> li
             metadata={
                 "dagster/row_count": sum(reasons.values()),
                 "by_reason": dg.MetadataValue.json(reasons),
-                "path": dg.MetadataValue.path(str(rejects_path)),
+                **lake.location(rejects_path),
             },
         ),
         spark_schema_result(source.pandera_schema, written, table_key),
@@ -251,7 +251,7 @@ def _specs(source: CsvSource) -> list[dg.AssetSpec]:
         dg.AssetSpec(
             bronze_key(source),
             group_name="bronze",
-            kinds={"spark", "parquet"},
+            kinds={"spark", "delta"},
             description=f"`{source.file_name}` as a typed snapshot, one row per {' + '.join(source.key)} "
             "(the first row wins), with `source_file`, `row_no` and `ingest_ts`.",
             skippable=True,
@@ -259,7 +259,7 @@ def _specs(source: CsvSource) -> list[dg.AssetSpec]:
         dg.AssetSpec(
             rejects_key(source),
             group_name="bronze",
-            kinds={"spark", "parquet"},
+            kinds={"spark", "delta"},
             description=f"Rows of `{source.file_name}` that bronze did not keep: the raw row and the reason "
             "(`missing_key`, `bad_<type>:<column>`, `duplicate_key`).",
             skippable=True,

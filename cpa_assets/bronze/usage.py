@@ -1,13 +1,11 @@
 """Bronze usage events: every landing line becomes exactly one bronze row, reject or counted duplicate."""
 
 
-import time
 from functools import reduce
 from pathlib import Path
 
 import dagster as dg
 import pandera.pyspark as pa
-import pyarrow.parquet as pq
 import pyspark.sql.types as T
 from dagster_pyspark import LazyPySparkResource
 from pyspark.sql import Column, DataFrame, SparkSession, Window
@@ -219,19 +217,9 @@ FILE_COUNTS_SCHEMA = (
 def delivered_files(lake: LakeResource) -> dict[str, dict]:
     """The landing ledger as plain rows by file name (no Spark: the usage sensor reads it every
     tick); empty before the first ledger or for one written before sizes were recorded."""
-    path = lake.path("bronze", "usage_events_file_counts")
-    for _ in range(100):
-        try:
-            table = pq.read_table(str(path))
-            break
-        except OSError:
-            # Absent for good, or for the instant a new ledger is swapped in (the old one is then
-            # beside it under a hidden name).
-            if not path.exists() and not any(path.parent.glob(f".old-{path.name}-*")):
-                return {}
-            time.sleep(0.02)
-    else:
-        raise TimeoutError(f"the landing ledger {path} stayed unreadable for 2 s")
+    if not lake.exists("bronze", "usage_events_file_counts"):
+        return {}
+    table = lake.small_table("bronze", "usage_events_file_counts")
     if "size" not in table.column_names:
         return {}
     return {row["source_file"]: row for row in table.to_pylist()}
@@ -306,7 +294,7 @@ def landing_events(spark: SparkSession, files: list[Path]) -> tuple[DataFrame, D
     partitions_def=event_date_partitions,
     backfill_policy=single_run,
     group_name="bronze",
-    kinds={"spark", "parquet"},
+    kinds={"spark", "delta"},
     check_specs=[schema_spec(BRONZE_EVENTS)],
 )
 def bronze_usage_events(
@@ -327,7 +315,7 @@ def bronze_usage_events(
     if appending:
         written = appended_events(session, added, held).cache()
         touched = lake.append_partitions(written, "bronze", "usage_events", "event_date")
-        compacted = lake.compact_partitions(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", touched)
+        compacted = lake.compact_partitions(session, "bronze", "usage_events", "event_date", touched)
         context.log.info(f"bronze usage_events: {len(added)} files appended to {len(touched)} dates, {len(compacted)} compacted")
         # The rows held before and the rows just added: what the dates hold now, without reading them again.
         stored = held.select("event_date").unionByName(written.select("event_date")).where(
@@ -355,7 +343,7 @@ def bronze_usage_events(
             "dates_with_rows": len(per_date),
             "landing_files": len(files),
             "written_as": f"{len(added)} files appended" if appending else "dates recomputed",
-            "path": dg.MetadataValue.path(str(path)),
+            **lake.location(path),
             "preview": dg.MetadataValue.md(preview),
         },
         check_results=[check],
@@ -413,21 +401,21 @@ def _count_lines(path: Path) -> int:
             REJECTS,
             deps=[BRONZE_EVENTS],
             group_name="bronze",
-            kinds={"spark", "parquet"},
+            kinds={"spark", "delta"},
             description="Landing lines that cannot become an event, with file, line number, raw text and reason.",
         ),
         dg.AssetSpec(
             DUPLICATES,
             deps=[BRONZE_EVENTS],
             group_name="bronze",
-            kinds={"spark", "parquet"},
+            kinds={"spark", "delta"},
             description="Later arrivals of an `event_id` already in bronze, dropped and kept here with where the first one came from.",
         ),
         dg.AssetSpec(
             FILE_COUNTS,
             deps=[BRONZE_EVENTS],
             group_name="bronze",
-            kinds={"spark", "parquet"},
+            kinds={"spark", "delta"},
             description="Per landing file: lines read = bronze rows + rejects + duplicates dropped.",
         ),
     ],
@@ -461,8 +449,8 @@ def usage_events_ledger(
         _, rejects, duplicates = landing_events(session, files)
     rejects_path = lake.write(rejects, "bronze", "usage_events_rejects")
     duplicates_path = lake.write(duplicates, "bronze", "usage_events_duplicates")
-    rejects = session.read.parquet(str(rejects_path)).cache()
-    duplicates = session.read.parquet(str(duplicates_path)).cache()
+    rejects = lake.read(session, "bronze", "usage_events_rejects").cache()
+    duplicates = lake.read(session, "bronze", "usage_events_duplicates").cache()
 
     empty = {"lines_read": 0, "bronze_rows": 0, "rejects": 0, "duplicates": 0, "size": None, "mtime_ns": None,
              "first_date": None, "last_date": None}
@@ -495,13 +483,13 @@ def usage_events_ledger(
         metadata={
             "dagster/row_count": n_rejects,
             "by_reason": dg.MetadataValue.json(reasons),
-            "path": dg.MetadataValue.path(str(rejects_path)),
+            **lake.location(rejects_path),
             "preview": dg.MetadataValue.md(markdown_preview(rejects)),
         },
     )
     yield dg.MaterializeResult(
         asset_key=DUPLICATES,
-        metadata={"dagster/row_count": n_duplicates, "path": dg.MetadataValue.path(str(duplicates_path))},
+        metadata={"dagster/row_count": n_duplicates, **lake.location(duplicates_path)},
     )
     totals = {key: sum(c[key] for c in per_file.values()) for key in ("lines_read", "bronze_rows", "rejects", "duplicates")}
     yield dg.MaterializeResult(
@@ -510,7 +498,7 @@ def usage_events_ledger(
             "dagster/row_count": len(per_file),
             **totals,
             "written_as": f"extended by {len(new)} files" if new else "recomputed from every file",
-            "path": dg.MetadataValue.path(str(counts_path)),
+            **lake.location(counts_path),
         },
     )
     yield spark_schema_result(BronzeReject, rejects, REJECTS)

@@ -172,7 +172,7 @@ def _days(first: dt.date, last: dt.date) -> list[str]:
     partitions_def=event_date_partitions,
     backfill_policy=single_run,
     group_name="gold",
-    kinds={"spark", "parquet"},
+    kinds={"spark", "delta"},
     check_specs=[schema_spec(COST_ANOMALIES)],
 )
 def cost_anomalies(context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource) -> dg.MaterializeResult:
@@ -202,7 +202,7 @@ def cost_anomalies(context: dg.AssetExecutionContext, spark: LazyPySparkResource
             "rows_judged": counts["judged"],
             "flagged": dg.MetadataValue.json({flag: counts[flag] for flag in flags}),
             "partitions": len(dates),
-            "path": dg.MetadataValue.path(str(path)),
+            **lake.location(path),
             "preview": dg.MetadataValue.md(markdown_preview(flagged)),
         },
         check_results=[spark_schema_result(CostAnomaly, written, COST_ANOMALIES)],

@@ -162,7 +162,7 @@ def build_batch_mart(mart: BatchMart) -> dg.AssetsDefinition:
         partitions_def=mart.partitions_def,
         backfill_policy=single_run,
         group_name="gold",
-        kinds={"spark", "parquet"},
+        kinds={"spark", "delta"},
         description=mart.description,
         check_specs=[
             schema_spec(mart.key),
@@ -188,7 +188,7 @@ def build_batch_mart(mart: BatchMart) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": written.count(),
                 "partitions": len(keys),
-                "path": dg.MetadataValue.path(str(path)),
+                **lake.location(path),
                 "preview": dg.MetadataValue.md(markdown_preview(written.orderBy("org_id", mart.date_column))),
             },
             check_results=[

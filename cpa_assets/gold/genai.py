@@ -57,7 +57,7 @@ def daily_genai_usage(silver: DataFrame) -> DataFrame:
     partitions_def=event_date_partitions,
     backfill_policy=single_run,
     group_name="gold",
-    kinds={"spark", "parquet"},
+    kinds={"spark", "delta"},
     check_specs=[schema_spec(GENAI_TOKENS)],
 )
 def genai_tokens_by_org_date(
@@ -79,7 +79,7 @@ def genai_tokens_by_org_date(
         metadata={
             "dagster/row_count": rows,
             "partitions": len(dates),
-            "path": dg.MetadataValue.path(str(path)),
+            **lake.location(path),
             "preview": dg.MetadataValue.md(markdown_preview(written)),
         },
         check_results=[spark_schema_result(GenaiTokens, written, GENAI_TOKENS)],

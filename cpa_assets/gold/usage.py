@@ -102,7 +102,7 @@ def _days(first: str, last: str) -> list[str]:
     backfill_policy=single_run,
     op_tags=serve_first,
     group_name="gold",
-    kinds={"spark", "parquet"},
+    kinds={"spark", "delta"},
     check_specs=[schema_spec(DAILY_USAGE)],
 )
 def org_daily_usage_by_service(
@@ -127,7 +127,7 @@ def org_daily_usage_by_service(
         metadata={
             "dagster/row_count": rows,
             "partitions": len(dates),
-            "path": dg.MetadataValue.path(str(path)),
+            **lake.location(path),
             "preview": dg.MetadataValue.md(preview),
         },
         check_results=[check],
@@ -143,7 +143,7 @@ def org_daily_usage_by_service(
     partitions_def=event_date_partitions,
     backfill_policy=single_run,
     group_name="gold",
-    kinds={"spark", "parquet"},
+    kinds={"spark", "delta"},
     check_specs=[schema_spec(TOP_SERVICES)],
 )
 def org_top_services_14d(
@@ -165,7 +165,7 @@ def org_top_services_14d(
         metadata={
             "dagster/row_count": rows,
             "partitions": len(dates),
-            "path": dg.MetadataValue.path(str(path)),
+            **lake.location(path),
             "preview": dg.MetadataValue.md(markdown_preview(written.orderBy("org_id", "as_of_date", "rank"))),
         },
         check_results=[spark_schema_result(TopService, written, TOP_SERVICES)],

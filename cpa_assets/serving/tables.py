@@ -30,7 +30,7 @@ from cpa_assets.gold.genai import GENAI_TOKENS, GENAI_TOKENS_SCHEMA
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, TOP_SERVICES, TOP_SERVICES_SCHEMA
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 
-from cpa_resources import CassandraResource, LakeResource, spark_from_env
+from cpa_resources import CassandraResource, LakeResource
 
 NOT_NAN = pap.Check(
     lambda v: not (isinstance(v, float) and math.isnan(v)), element_wise=True, ignore_na=False, name="not_nan"

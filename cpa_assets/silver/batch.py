@@ -312,7 +312,7 @@ def conform_table(table: SilverTable, spark: SparkSession, lake: LakeResource) -
                 "rows_quarantined": n_held,
                 "flags": dg.MetadataValue.json(by_flag),
                 "quarantined_by_rule": dg.MetadataValue.json(by_rule),
-                "path": dg.MetadataValue.path(str(silver_path)),
+                **lake.location(silver_path),
                 "preview": dg.MetadataValue.md(markdown_preview(written)),
             },
         ),
@@ -321,7 +321,7 @@ def conform_table(table: SilverTable, spark: SparkSession, lake: LakeResource) -
             metadata={
                 "dagster/row_count": n_held,
                 "by_rule": dg.MetadataValue.json(by_rule),
-                "path": dg.MetadataValue.path(str(quarantine_path)),
+                **lake.location(quarantine_path),
             },
         ),
         spark_schema_result(table.pandera_schema, written, table.silver_key),
@@ -342,7 +342,7 @@ def _specs(table: SilverTable) -> list[dg.AssetSpec]:
             table.silver_key,
             deps=list(dict.fromkeys([bronze, reference])),
             group_name="silver",
-            kinds={"spark", "parquet"},
+            kinds={"spark", "delta"},
             description=f"`{table.table}` conformed: {(table.conform.__doc__ or '').strip()} "
             f"Quarantine rules: {rules}. Flags in `dq_flags`: {', '.join(table.all_flags)}.",
             skippable=True,
@@ -351,7 +351,7 @@ def _specs(table: SilverTable) -> list[dg.AssetSpec]:
             table.quarantine_key,
             deps=[bronze],
             group_name="silver",
-            kinds={"spark", "parquet"},
+            kinds={"spark", "delta"},
             description=f"Rows of `{table.table}` held back from silver, conformed like silver, with the first "
             f"rule they fail (`dq_rule`: {rules}) and `rejected_ts` (the bronze `ingest_ts`).",
             skippable=True,

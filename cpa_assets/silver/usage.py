@@ -9,7 +9,7 @@ import pandas as pd
 import pandera.pyspark as pa
 import pyspark.sql.types as T
 from dagster_pyspark import LazyPySparkResource
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from cpa_assets.bronze.batch import read_bronze
@@ -213,7 +213,7 @@ def date_metadata(
             SILVER_EVENTS,
             deps=[BRONZE_EVENTS, dg.AssetKey(["bronze", "customers_orgs"]), dg.AssetKey(["bronze", "resources"])],
             group_name="silver",
-            kinds={"spark", "parquet"},
+            kinds={"spark", "delta"},
             description="Usage events that pass EV-02, EV-05, RI-01 and RI-02: `value` as a number, the unit "
             "imputed from the metric (EV-03), `dq_flags` for EV-03/04/06 and DM-02, enriched with the org and the "
             "resource. Partitioned by `event_date`.",
@@ -222,7 +222,7 @@ def date_metadata(
             QUARANTINE,
             deps=[BRONZE_EVENTS],
             group_name="silver",
-            kinds={"spark", "parquet"},
+            kinds={"spark", "delta"},
             description="Usage events held back from silver, with the first rule they fail (`dq_rule`) and `rejected_ts`.",
         ),
     ],
@@ -262,7 +262,7 @@ def silver_usage_events(
     for frame, (table, schema) in zip(split, tables):
         if appending:
             touched = lake.append_partitions(frame, "silver", table, "event_date")
-            lake.compact_partitions(session, "silver", table, schema, "event_date", touched)
+            lake.compact_partitions(session, "silver", table, "event_date", touched)
         else:
             lake.replace_partitions(frame, "silver", table, "event_date", dates)
     silver_path, quarantine_path = (lake.path("silver", table) for table, _ in tables)
@@ -300,7 +300,7 @@ def silver_usage_events(
             "written_as": f"{len(config.appended)} files appended" if appending else "dates recomputed",
             "flags": dg.MetadataValue.json(by_flag),
             "quarantined_by_rule": dg.MetadataValue.json(by_rule),
-            "path": dg.MetadataValue.path(str(silver_path)),
+            **lake.location(silver_path),
             "preview": dg.MetadataValue.md(preview),
         },
     )
@@ -309,7 +309,7 @@ def silver_usage_events(
         metadata={
             "dagster/row_count": totals["quarantine"],
             "by_rule": dg.MetadataValue.json(by_rule),
-            "path": dg.MetadataValue.path(str(quarantine_path)),
+            **lake.location(quarantine_path),
         },
     )
     yield silver_check

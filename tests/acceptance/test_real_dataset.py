@@ -14,7 +14,7 @@ from tests.conftest import REAL_LANDING, failed_checks, fresh_keyspace, metadata
 from tests.independent_batch import p3_tickets_by_org_date, p4_revenue_by_org_month
 from tests.independent_genai import p5_genai_tokens
 from tests.independent import landing_events, p1_daily_usage, p2_top_services, silver_events
-from tests.snapshots import snapshot
+from tests.snapshots import lake_tables, snapshot
 
 pytestmark = pytest.mark.acceptance
 
@@ -70,8 +70,8 @@ def test_every_csv_row_reaches_bronze(backfilled, spark):
     _, lake = backfilled
     for source in CSV_SOURCES:
         landing_rows = len(pd.read_csv(REAL_LANDING / source.file_name, dtype=str, keep_default_na=False))
-        bronze = spark.read.parquet(str(lake.path("bronze", source.table))).count()
-        rejects = spark.read.parquet(str(lake.path("bronze", f"{source.table}_rejects"))).count()
+        bronze = lake.read(spark, "bronze", source.table).count()
+        rejects = lake.read(spark, "bronze", f"{source.table}_rejects").count()
         assert (bronze, rejects) == (landing_rows, 0), source.table
 
 
@@ -83,12 +83,12 @@ def test_bronze_holds_every_landing_event_once_and_silver_conserves_each_date(ba
         for line in path.read_text().splitlines()
         if line.strip()
     ]
-    bronze = spark.read.parquet(str(lake.path("bronze", "usage_events"))).toPandas()
+    bronze = lake.read(spark, "bronze", "usage_events").toPandas()
     assert len(bronze) == len(landing_ids) == bronze.event_id.nunique()
     assert set(bronze.event_id) == set(landing_ids)
 
-    silver = spark.read.parquet(str(lake.path("silver", "usage_events"))).groupBy("event_date").count().toPandas()
-    held = spark.read.parquet(str(lake.path("silver", "usage_events_quarantine"))).groupBy("event_date").count().toPandas()
+    silver = lake.read(spark, "silver", "usage_events").groupBy("event_date").count().toPandas()
+    held = lake.read(spark, "silver", "usage_events_quarantine").groupBy("event_date").count().toPandas()
     per_date = bronze.groupby(bronze.event_date.astype(str)).size()
     served = (
         silver.set_index(silver.event_date.astype(str))["count"]
@@ -113,9 +113,9 @@ def test_each_date_reports_its_own_row_count_after_a_backfill(backfilled, spark)
     result, lake = backfilled
     counts = {}
     for table in ("usage_events", "usage_events_quarantine"):
-        frame = spark.read.parquet(str(lake.path("silver", table))).groupBy("event_date").count().collect()
+        frame = lake.read(spark, "silver", table).groupBy("event_date").count().collect()
         counts[table] = {str(r[0]): r[1] for r in frame}
-    bronze = spark.read.parquet(str(lake.path("bronze", "usage_events"))).groupBy("event_date").count().collect()
+    bronze = lake.read(spark, "bronze", "usage_events").groupBy("event_date").count().collect()
     bronze = {str(r[0]): r[1] for r in bronze}
     silver = metadata_by_partition(result, dg.AssetKey(["silver", "usage_events"]))
     held = metadata_by_partition(result, dg.AssetKey(["silver", "usage_events_quarantine"]))
@@ -129,6 +129,22 @@ def test_each_date_reports_its_own_row_count_after_a_backfill(backfilled, spark)
         assert day in silver[day]["preview"], day
     # The dates differ, so a copied range total could not pass the loop above.
     assert len({m["dagster/row_count"] for m in silver.values()}) > 1
+
+
+def test_every_lake_table_is_a_delta_table_at_the_version_its_materialisation_reported(backfilled):
+    """Runs before `test_backfill_twice_changes_nothing`, which writes new versions."""
+    result, lake = backfilled
+    names = lake_tables(lake)
+    assert {"bronze/usage_events", "silver/usage_events", "gold/org_daily_usage_by_service", "gold/cost_anomalies"} <= set(names)
+    reported = {}
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_MATERIALIZATION":
+            metadata = event.event_specific_data.materialization.metadata
+            if "delta_version" in metadata:
+                reported[event.asset_key.to_user_string()] = metadata["delta_version"].value
+    for name in names:
+        assert (lake.local_root() / name / "_delta_log").is_dir(), name
+        assert reported[name] == lake.version(*name.split("/")), name
 
 
 def test_backfill_twice_changes_nothing(backfilled, spark, cassandra):

@@ -37,9 +37,10 @@ def test_killed_mid_ingest_and_started_again_equals_a_clean_run(tmp_path, cassan
 
         deliver(second, stream)
         bronze = Path(lake.root) / "bronze" / "usage_events"
+        written = set(bronze.rglob("*.parquet"))
         wait_for(lambda: any(runs_for_file(instance, second.name)), 60, "a run for the second file", interval=0.1)
-        # Bronze writes into a hidden staging folder before swapping partitions in: kill right there.
-        wait_for(lambda: any(p.name.startswith(".staging-") for p in bronze.iterdir()), 300,
+        # Bronze writes the second file's data files, then commits them: kill as the first appears.
+        wait_for(lambda: set(bronze.rglob("*.parquet")) - written, 300,
                  "bronze starting to write the second file", interval=0.02)
         stack.kill()
         killed = runs_for_file(instance, second.name)[0]

@@ -6,6 +6,7 @@ import math
 import shutil
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from cpa_assets.definitions import build_definitions
@@ -13,6 +14,7 @@ from cpa_assets.jobs import ALL_SOURCES, snapshots
 from cpa_assets.serving.tables import SERVING_TABLES
 from cpa_cli import ask
 from cpa_cli.generate import generate
+from cpa_cli.main import main
 from cpa_resources import LakeResource
 from tests.cassandra_tables import assert_same_rows, read_table
 from tests.conftest import failed_checks, latest_metadata, metadata_by_partition, summed
@@ -33,7 +35,7 @@ def test_defective_landing_is_served_exactly(pipeline, landing, cassandra, spark
     result, lake = pipeline(landing)
     assert result.success and failed_checks(result) == []
 
-    rejects = spark.read.parquet(str(lake.path("bronze", "usage_events_rejects"))).toPandas()
+    rejects = lake.read(spark, "bronze", "usage_events_rejects").toPandas()
     for reason in ("malformed_json", "missing_event_id", "bad_timestamp"):
         rows = rejects[rejects.reason == reason]
         assert len(rows) > 0, reason
@@ -74,11 +76,11 @@ def test_a_csv_with_a_missing_or_unknown_column_fails_that_source_alone(landing,
             instance=dg.DagsterInstance.ephemeral(), asset_selection=keys, raise_on_error=False)
 
     assert load().success
-    def files():
-        return {f"{layer}/{table}": sorted(p.name for p in lake.path(layer, table).rglob("*.parquet"))
+    def versions():
+        return {f"{layer}/{table}": lake.version(layer, table)
                 for layer in ("bronze", "silver") for table in ("users", "support_tickets")}
 
-    before = files()
+    before = versions()
     header, *rows = (copy / "users.csv").read_text().splitlines()
     (copy / "users.csv").write_text("\n".join([header.replace(",role,", ",rôle,"), *rows]) + "\n")
 
@@ -92,8 +94,8 @@ def test_a_csv_with_a_missing_or_unknown_column_fails_that_source_alone(landing,
     assert "silver_users" not in started and "silver_support_tickets" in started
     materialized = {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
     assert "silver/support_tickets" in materialized and not {"bronze/users", "silver/users"} & materialized
-    # Nothing of users was written: its tables hold the last snapshot, file for file.
-    after = files()
+    # Nothing of users was written: its tables are still at the last snapshot's version.
+    after = versions()
     assert after["bronze/users"] == before["bronze/users"] and after["silver/users"] == before["silver/users"]
     assert after["bronze/support_tickets"] != before["bronze/support_tickets"]
 
@@ -121,6 +123,46 @@ def test_rematerialising_a_date_replaces_exactly_that_date(pipeline, landing, ca
     unchanged_orgs = before[(before.usage_date == day) & (before.org_id != org)].sort_values(["org_id", "service"])
     now = after[after.usage_date == day].sort_values(["org_id", "service"])
     assert unchanged_orgs.reset_index(drop=True).equals(now.reset_index(drop=True))
+
+
+def test_a_bad_load_is_rolled_back_with_cpa_restore(pipeline, landing, tmp_path, spark, monkeypatch, capsys):
+    copy = tmp_path / "landing"
+    shutil.copytree(landing, copy)
+    day = "2025-07-20"
+    result, lake = pipeline(copy, start=day, end=day)
+    assert result.success
+    tables = [("bronze", "usage_events"), ("silver", "usage_events")]
+    good = {t: lake.read(spark, *t).toPandas().sort_values("event_id").reset_index(drop=True) for t in tables}
+    good_versions = {t: lake.version(*t) for t in tables}
+
+    # A file of well-formed events with costs a thousand times too high lands, and is loaded.
+    sample = [json.loads(line) for line in next((copy / "usage_events_stream").glob("*.jsonl")).read_text().splitlines()
+              if _on(line, day)][:50]
+    bad = [{**event, "event_id": f"bad_{n}", "cost_usd_increment": 1000 * (event.get("cost_usd_increment") or 1)}
+           for n, event in enumerate(sample)]
+    (copy / "usage_events_stream" / "zz_bad.jsonl").write_text("".join(json.dumps(e) + "\n" for e in bad))
+    result, _ = pipeline(copy, start=day, end=day)
+    assert result.success
+    assert len(lake.read(spark, "bronze", "usage_events").toPandas()) == len(good[tables[0]]) + len(bad)
+
+    monkeypatch.setenv("CPA_LAKE_DIR", lake.root)
+    for layer, table in tables:
+        assert main(["restore", f"{layer}/{table}", "--version", str(good_versions[(layer, table)])]) == 0
+        restored = lake.read(spark, layer, table).toPandas().sort_values("event_id").reset_index(drop=True)
+        pd.testing.assert_frame_equal(restored, good[(layer, table)], obj=f"{layer}/{table}")
+        # The restore is a new version; the bad load stays in the history.
+        assert lake.version(layer, table) > good_versions[(layer, table)] + 1
+    capsys.readouterr()
+    assert main(["history", "silver/usage_events"]) == 0
+    listed = capsys.readouterr().out
+    assert "RESTORE" in listed and f"  {good_versions[tables[1]]}  " in listed
+
+
+def _on(line: str, day: str) -> bool:
+    try:
+        return str(json.loads(line).get("timestamp", ""))[:10] == day
+    except ValueError:
+        return False
 
 
 def _is(line: str, org: str, day: dt.date) -> bool:

@@ -11,16 +11,17 @@ from cpa_assets.schedules import daily_batch_schedule, monthly_billing_schedule
 from cpa_cli.generate import generate
 from cpa_resources import LakeResource
 from tests.cassandra_tables import read_table
+from tests.snapshots import lake_tables
 
 pytestmark = pytest.mark.integration
 
 
 def _state(lake: LakeResource, spark, cassandra, layers=("bronze", "silver", "gold")) -> dict[str, pd.DataFrame]:
     state = {}
-    for layer in layers:
-        for folder in sorted(lake.path(layer, "x").parent.iterdir()):
-            frame = spark.read.parquet(str(folder)).toPandas().astype(str)
-            state[f"{layer}/{folder.name}"] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    for name in lake_tables(lake):
+        if name.split("/")[0] in layers:
+            frame = lake.read(spark, *name.split("/")).toPandas().astype(str)
+            state[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
     for table in ("tickets_by_org_date", "revenue_by_org_month"):
         frame = read_table(cassandra, table).astype(str)
         state[table] = frame.sort_values(list(frame.columns)).reset_index(drop=True)

@@ -156,9 +156,8 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
     assert within and all(after[d] > before[d] for d in within)
     streamed = _tables(cassandra)
     # Appended files sit beside the recomputed ones, never more than the lake allows.
-    files_per_partition = [len(list(folder.glob("*.parquet")))
-                           for folder in (tmp_path / "lake" / "bronze" / "usage_events").glob("event_date=*")]
-    assert files_per_partition and max(files_per_partition) <= MAX_FILES_PER_PARTITION
+    files_per_partition = lake.files_per_partition("bronze", "usage_events", "event_date")
+    assert files_per_partition and max(files_per_partition.values()) <= MAX_FILES_PER_PARTITION
 
     with fresh_keyspace("stream_reference") as reference:
         result, reference_lake = run_pipeline(landing, tmp_path / "reference_lake", reference)

@@ -27,8 +27,8 @@ def land(lake, text: str, encoding: str = "utf-8"):
 
 def ingest(spark, lake):
     results = ingest_csv(SOURCES_BY_TABLE["customers_orgs"], spark, lake)
-    rows = spark.read.parquet(str(lake.path("bronze", "customers_orgs"))).toPandas().set_index("org_id")
-    rejects = spark.read.parquet(str(lake.path("bronze", "customers_orgs_rejects"))).toPandas()
+    rows = lake.read(spark, "bronze", "customers_orgs").toPandas().set_index("org_id")
+    rejects = lake.read(spark, "bronze", "customers_orgs_rejects").toPandas()
     return results, rows, rejects
 
 
@@ -59,11 +59,11 @@ def test_a_missing_column_names_file_and_column_and_writes_nothing(spark, lake):
     land(lake, "\n".join([HEADER.replace(",sales_rep", ""), "org_a,Acme,Retail,us-east,pro,True,2025-05-26,active,ads,1"]))
     with pytest.raises(LandingColumnsError, match=r"customers_orgs\.csv: missing column\(s\) sales_rep"):
         ingest_csv(SOURCES_BY_TABLE["customers_orgs"], spark, lake)
-    assert not lake.path("bronze", "customers_orgs").exists()
+    assert not lake.exists("bronze", "customers_orgs")
 
 
 def test_an_unknown_column_names_file_and_column_and_writes_nothing(spark, lake):
     land(lake, "\n".join([HEADER + ",favourite_colour", ROWS[0] + ",blue"]))
     with pytest.raises(LandingColumnsError, match=r"customers_orgs\.csv: unknown column\(s\) favourite_colour"):
         ingest_csv(SOURCES_BY_TABLE["customers_orgs"], spark, lake)
-    assert not lake.path("bronze", "customers_orgs").exists()
+    assert not lake.exists("bronze", "customers_orgs")

@@ -62,7 +62,7 @@ def test_every_asset_is_described_grouped_kinded_and_checked():
         node = graph.get(key)
         assert node.description, key
         assert node.group_name in LAYERS, key
-        assert node.kinds & {"spark", "parquet", "cassandra"}, key
+        assert node.kinds & {"spark", "delta", "cassandra"}, key
         assert key in checked, f"{key.to_user_string()} has no asset check"
 
 

@@ -3,11 +3,10 @@
 import base64
 import json
 
-import pytest
 from pyspark.sql import functions as F
 
 from cpa_assets.event_time import is_blank, line_dates, spark_timestamp, utc_date
-from tests.unit.test_bronze_usage import FIRST, LAST, event, split
+from tests.unit.test_bronze_usage import event, split
 
 STAMPS = {
     "2025-07-10T01:30:00+02:00": "2025-07-09",

@@ -1,15 +1,16 @@
-"""The lake replaces exactly the partitions it is asked to, and nothing else."""
+"""The lake's Delta tables: exactly the partitions asked for replaced, in one commit; new keys merged
+once; small files compacted; earlier versions restorable."""
 
 import datetime as dt
 import os
 import threading
 import time
-from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from cpa_resources import LakeResource
-from cpa_resources.lake import LEFTOVER_AGE_SECONDS, MAX_FILES_PER_PARTITION, _sweep_leftovers
+from cpa_resources.lake import MAX_FILES_PER_PARTITION
 
 SCHEMA = "id int, day date"
 
@@ -19,7 +20,16 @@ def days(lake, spark):
     return sorted(zip(frame.day.astype(str), frame.id))
 
 
-def test_replace_partitions_touches_only_the_given_keys(spark, tmp_path):
+def files_per_day(lake) -> dict[str, int]:
+    """Data files the table's current version names, per partition."""
+    counts: dict[str, int] = {}
+    for uri in lake.table("gold", "t").file_uris():
+        day = uri.split("day=")[1].split("/")[0]
+        counts[day] = counts.get(day, 0) + 1
+    return counts
+
+
+def test_replace_partitions_touches_only_the_given_keys_in_one_commit(spark, tmp_path):
     lake = LakeResource(root=str(tmp_path))
     d1, d2, d3 = dt.date(2025, 8, 1), dt.date(2025, 8, 2), dt.date(2025, 8, 3)
     lake.replace_partitions(spark.createDataFrame([(1, d1), (2, d2), (3, d3)], SCHEMA), "gold", "t", "day",
@@ -29,32 +39,54 @@ def test_replace_partitions_touches_only_the_given_keys(spark, tmp_path):
     lake.replace_partitions(spark.createDataFrame([(20, d2)], SCHEMA), "gold", "t", "day", ["2025-08-02", "2025-08-03"])
 
     assert days(lake, spark) == [("2025-08-01", 1), ("2025-08-02", 20)]
-    assert not any(p.name.startswith(".") for p in (tmp_path / "gold" / "t").iterdir())
+    assert (tmp_path / "gold" / "t" / "_delta_log").is_dir()
+    assert lake.version("gold", "t") == 1
+    assert [entry["operation"] for entry in lake.history("gold", "t")] == ["WRITE", "WRITE"]
 
 
-def test_appended_rows_join_their_partitions_and_crowded_partitions_are_compacted(spark, tmp_path):
+def test_a_row_outside_the_replaced_keys_fails_the_write_and_changes_nothing(spark, tmp_path):
     lake = LakeResource(root=str(tmp_path))
-    schema = spark.createDataFrame([], SCHEMA).schema
+    d1, d2 = dt.date(2025, 8, 1), dt.date(2025, 8, 2)
+    lake.replace_partitions(spark.createDataFrame([(1, d1)], SCHEMA), "gold", "t", "day", ["2025-08-01"])
+    with pytest.raises(Exception, match="replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
+        lake.replace_partitions(spark.createDataFrame([(2, d1), (3, d2)], SCHEMA), "gold", "t", "day", ["2025-08-02"])
+    assert days(lake, spark) == [("2025-08-01", 1)]
+    assert lake.version("gold", "t") == 0
+
+
+def test_merged_rows_insert_only_new_keys_and_crowded_partitions_are_compacted(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    schema = "event_id string, day date"
     d1, d2 = dt.date(2025, 8, 1), dt.date(2025, 8, 2)
     expected = []
     for n in range(MAX_FILES_PER_PARTITION + 5):
-        rows = [(n, d1)] + ([(100 + n, d2)] if n % 2 else [])
-        touched = lake.append_partitions(spark.createDataFrame(rows, SCHEMA), "gold", "t", "day")
-        assert touched == ["2025-08-01", "2025-08-02"][: len(rows)]
-        lake.compact_partitions(spark, "gold", "t", schema, "day", touched)
+        rows = [(f"a{n}", d1)] + ([(f"b{n}", d2)] if n % 2 else [])
+        # Every batch also carries an id the table holds already: the merge leaves it alone.
+        again = [("a0", d2)] if n else []
+        touched = lake.append_partitions(spark.createDataFrame(rows + again, schema), "gold", "t", "day")
+        assert touched == ["2025-08-01", "2025-08-02"][: len(rows + again) if n else 1]
+        lake.compact_partitions(spark, "gold", "t", "day", touched)
         expected += [(str(day), i) for i, day in rows]
-        files = {p.parent.name: len(list(p.parent.glob("*.parquet"))) for p in (tmp_path / "gold" / "t").glob("*/*.parquet")}
-        assert max(files.values()) <= MAX_FILES_PER_PARTITION
-    assert days(lake, spark) == sorted(expected)
-    # Day 1 got a file every time and was compacted; day 2 got one every other time.
-    assert len(list((tmp_path / "gold" / "t" / "day=2025-08-01").glob("*.parquet"))) < MAX_FILES_PER_PARTITION + 5
-    assert not any(p.name.startswith(".") for p in (tmp_path / "gold" / "t").iterdir())
+        assert max(files_per_day(lake).values()) <= MAX_FILES_PER_PARTITION
+    frame = lake.read(spark, "gold", "t").toPandas()
+    assert sorted(zip(frame.day.astype(str), frame.event_id)) == sorted(expected)
+    assert "OPTIMIZE" in [entry["operation"] for entry in lake.history("gold", "t")]
+    assert "MERGE" in [entry["operation"] for entry in lake.history("gold", "t")]
 
 
 def test_reading_missing_partitions_gives_an_empty_frame(spark, tmp_path):
     lake = LakeResource(root=str(tmp_path))
     schema = spark.createDataFrame([], SCHEMA).schema
     assert lake.read(spark, "gold", "t", schema, "day", ["2025-08-01"]).count() == 0
+    assert not lake.exists("gold", "t") and lake.version("gold", "t") is None
+
+
+def test_a_lake_root_may_be_a_file_uri(spark, tmp_path):
+    lake = LakeResource(root=f"file://{tmp_path}")
+    lake.write(spark.createDataFrame([(1, dt.date(2025, 8, 1))], SCHEMA), "gold", "t")
+    assert lake.exists("gold", "t") and (tmp_path / "gold" / "t" / "_delta_log").is_dir()
+    assert lake.read(spark, "gold", "t").count() == 1
+    assert lake.lock_path() == tmp_path / ".cpa-lake.lock"
 
 
 def test_event_files_skip_hidden_and_temporary_names(tmp_path):
@@ -65,36 +97,28 @@ def test_event_files_skip_hidden_and_temporary_names(tmp_path):
     assert [p.name for p in LakeResource(root=str(tmp_path)).event_files()] == ["a.jsonl", "b.jsonl"]
 
 
-def test_a_killed_writers_leftovers_are_invisible_and_swept_once_old(spark, tmp_path):
+def test_files_a_killed_writer_left_are_invisible(spark, tmp_path):
     lake = LakeResource(root=str(tmp_path))
     d1 = dt.date(2025, 8, 1)
     lake.replace_partitions(spark.createDataFrame([(1, d1)], SCHEMA), "gold", "t", "day", ["2025-08-01"])
-    table = tmp_path / "gold" / "t"
-    fresh, stale = table / ".staging-fresh" / "day=2025-08-01", table / ".old-day=2025-08-01-stale"
-    for leftover in (fresh, stale):
-        leftover.mkdir(parents=True)
-        (leftover / "part-0.parquet").write_bytes(b"half written")
-    old = time.time() - LEFTOVER_AGE_SECONDS - 60
-    os.utime(stale, (old, old))
+    # A writer killed before its commit leaves data files that no version of the log names.
+    orphan = tmp_path / "gold" / "t" / "day=2025-08-01" / "part-00000-killed.snappy.parquet"
+    spark.createDataFrame([(99, d1)], SCHEMA).toPandas().to_parquet(orphan)
     assert days(lake, spark) == [("2025-08-01", 1)]
-
     lake.replace_partitions(spark.createDataFrame([(2, d1)], SCHEMA), "gold", "t", "day", ["2025-08-01"])
     assert days(lake, spark) == [("2025-08-01", 2)]
-    # A young leftover may belong to a writer still at work; an old one cannot.
-    assert sorted(p.name for p in table.iterdir() if p.name.startswith(".")) == [".staging-fresh"]
 
 
-def test_sweeping_skips_a_staging_folder_another_writer_swaps_in_meanwhile(tmp_path, monkeypatch):
-    # Tables of one step are written side by side: a folder listed a moment ago may be gone.
-    folder = tmp_path / "silver"
-    folder.mkdir()
-    stale = folder / ".staging-resources-old"
-    stale.mkdir()
-    os.utime(stale, (0, 0))
-    listed = [folder / ".staging-users-just-swapped", stale]
-    monkeypatch.setattr(Path, "iterdir", lambda self: iter(listed))
-    _sweep_leftovers(folder)
-    assert not stale.exists()
+def test_a_table_restored_to_an_earlier_version_holds_its_rows_again(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    d1, d2 = dt.date(2025, 8, 1), dt.date(2025, 8, 2)
+    lake.replace_partitions(spark.createDataFrame([(1, d1), (2, d2)], SCHEMA), "gold", "t", "day",
+                            ["2025-08-01", "2025-08-02"])
+    lake.replace_partitions(spark.createDataFrame([(-5, d2)], SCHEMA), "gold", "t", "day", ["2025-08-02"])
+    assert days(lake, spark) == [("2025-08-01", 1), ("2025-08-02", -5)]
+    lake.restore(spark, "gold", "t", 0)
+    assert days(lake, spark) == [("2025-08-01", 1), ("2025-08-02", 2)]
+    assert lake.version("gold", "t") == 2 and lake.history("gold", "t", 1)[0]["operation"] == "RESTORE"
 
 
 def test_a_run_waits_for_the_lake_while_another_run_holds_it(tmp_path):

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pandas as pd
+from deltalake import write_deltalake
 
 from cpa_assets import charts
 from cpa_assets.preview import format_value, markdown_table
@@ -19,7 +20,7 @@ def test_previews_round_numbers():
 
 
 def _write(lake: LakeResource, layer: str, table: str, frame: pd.DataFrame, date_column: str) -> None:
-    frame.assign(**{date_column: frame[date_column].astype(str)}).to_parquet(lake.path(layer, table), partition_cols=[date_column])
+    write_deltalake(lake.path(layer, table), frame, partition_by=[date_column])
 
 
 def test_the_report_answers_p1_to_p6_with_charts(tmp_path):

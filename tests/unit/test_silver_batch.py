@@ -262,5 +262,5 @@ def test_asset_step_writes_silver_and_quarantine_and_conserves_rows(spark, tmp_p
         ("silver/support_tickets_quarantine", "pandera_schema"): True,
         ("silver/support_tickets", "conservation"): True,
     }
-    held = spark.read.parquet(str(lake.path("silver", "support_tickets_quarantine"))).toPandas()
+    held = lake.read(spark, "silver", "support_tickets_quarantine").toPandas()
     assert sorted(held.ticket_id) == ["c", "d"] and (held.rejected_ts == INGEST_TS).all()

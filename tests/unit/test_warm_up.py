@@ -37,3 +37,10 @@ def test_the_warm_up_run_starts_spark_and_leaves_the_session_up(spark):
     assert result.success
     assert result.output_for_node("warm_up_spark") == warm_up.WARM_UP_DAYS  # dates parsed, written and read back
     assert spark.range(3).count() == 3  # still up for the next run
+
+
+def test_the_warm_up_writes_merges_and_reads_a_delta_table_of_every_date(spark):
+    class Warm:  # the resource as the op sees it, holding the suite's session
+        spark_session = spark
+
+    assert warm_up.warm_up_spark(dg.build_op_context(), spark=Warm()) == warm_up.WARM_UP_DAYS
