@@ -175,12 +175,14 @@ class LakeResource(dg.ConfigurableResource):
     ) -> DataFrame:
         """A table's current version, or only the given partitions of it: the schema's columns in
         its order (every column as stored without one); a partitioned table not written yet reads
-        as empty."""
-        if not self.exists(layer, table):
+        as empty. The frame is pinned to that version: a later commit, even by the same step, does
+        not change what it reads (Delta Lake would otherwise refresh a cached frame after a write)."""
+        version = self.version(layer, table)
+        if version is None:
             if partition_column is None:
                 raise FileNotFoundError(f"{layer}/{table} has not been materialised yet ({self.path(layer, table)})")
             return spark.createDataFrame([], schema)
-        rows = spark.read.format("delta").load(self.path(layer, table))
+        rows = spark.read.format("delta").option("versionAsOf", version).load(self.path(layer, table))
         if keys is not None:
             rows = rows.where(F.col(partition_column).isin(list(keys)))
         return rows if schema is None else rows.select(*schema.fieldNames())

@@ -74,6 +74,16 @@ def test_merged_rows_insert_only_new_keys_and_crowded_partitions_are_compacted(s
     assert "MERGE" in [entry["operation"] for entry in lake.history("gold", "t")]
 
 
+def test_a_frame_read_before_a_write_keeps_reading_the_version_it_was_read_at(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    schema = "event_id string, day date"
+    lake.append_partitions(spark.createDataFrame([("a", dt.date(2025, 8, 1))], schema), "gold", "t", "day")
+    held = lake.read(spark, "gold", "t").cache()
+    assert held.count() == 1
+    lake.append_partitions(spark.createDataFrame([("b", dt.date(2025, 8, 1))], schema), "gold", "t", "day")
+    assert held.count() == 1 and held.unionByName(lake.read(spark, "gold", "t")).count() == 3
+
+
 def test_reading_missing_partitions_gives_an_empty_frame(spark, tmp_path):
     lake = LakeResource(root=str(tmp_path))
     schema = spark.createDataFrame([], SCHEMA).schema
