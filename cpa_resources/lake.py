@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable as LakeTable
 from delta.tables import DeltaTable
+from deltalake import DeltaTable as LakeTable
 from pydantic import PrivateAttr
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
