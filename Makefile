@@ -12,12 +12,17 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export JAVA_HOME := $(or $(CPA_JAVA_HOME),$(JAVA17),$(JAVA_HOME))
 export CPA_JAVA_HOME := $(JAVA_HOME)
 export PATH := $(JAVA_HOME)/bin:$(PATH)
+# Read by every Dagster process of the instance (see cpa_resources/local_postgres.py INSTANCE_ENV).
+export DAGSTER_EVENT_BATCH_SIZE ?= 1000
+export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 
-.PHONY: setup run test bench bench-freshness bench-faults bench-idle cassandra-start cassandra-stop cluster-start cluster-stop cluster-status clean
+.PHONY: setup run test bench bench-freshness bench-faults bench-idle stop cassandra-stop cluster-start cluster-stop cluster-status clean
 
+# The servers every command needs: Cassandra (serving tables) and PostgreSQL (the Dagster instance).
 setup: $(STAMP)
 	@mkdir -p $(DAGSTER_HOME)
 	@$(BIN)/cpa cassandra start
+	@$(BIN)/cpa postgres start
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found"; exit 1; }
@@ -29,11 +34,22 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Generated data ends today, so the stream looks live; `cpa calendar` fits the partitions to the
-# landing data's dates (a variable set by hand wins) for the backfill and the UI alike.
+# landing data's dates (a variable set by hand wins) for the backfill and the UI alike. Every run
+# talks to a warm local Spark Connect server, unless CPA_SPARK_MASTER or CPA_SPARK_REMOTE names
+# another Spark.
 run: setup
 	@if [ -z "$$(ls -A $(LANDING)/usage_events_stream 2>/dev/null)" ]; then \
 		$(BIN)/cpa generate --out $(LANDING) --scale 1 --seed 7 --end $$(date -u +%F) --force; fi
-	eval "$$($(BIN)/cpa calendar)" && $(BIN)/cpa backfill && $(BIN)/dg dev --host 127.0.0.1 --port 3000
+	@if [ -z "$$CPA_SPARK_MASTER$$CPA_SPARK_REMOTE" ]; then $(BIN)/cpa spark start; fi
+	eval "$$($(BIN)/cpa calendar)" && \
+		if [ -z "$$CPA_SPARK_MASTER$$CPA_SPARK_REMOTE" ]; then export CPA_SPARK_REMOTE=sc://127.0.0.1:$${CPA_SPARK_CONNECT_PORT:-15002}; fi && \
+		$(BIN)/cpa backfill && $(BIN)/dg dev --host 127.0.0.1 --port 3000
+
+# Stops the local servers `make run` started (Spark Connect, PostgreSQL, Cassandra).
+stop:
+	@$(BIN)/cpa spark stop
+	@$(BIN)/cpa postgres stop
+	@$(BIN)/cpa cassandra stop
 
 test: setup
 	$(BIN)/pytest -q

@@ -86,6 +86,7 @@ def main() -> int:
         stack = LiveStack(scratch / "dagster", lake, landing, KEYSPACE, log=log)
         print(f"bench: {len(preloaded)} files backfilled, then {len(measured)} delivered at {args.rate:g}/min;"
               f" {os.cpu_count()} cores", flush=True)
+        stack.prepare()
         began = time.perf_counter()
         subprocess.run([sys.executable, "-m", "cpa_cli.main", "backfill"], cwd=REPO, env=stack.env, check=True,
                        stdout=subprocess.DEVNULL)
@@ -115,7 +116,7 @@ def main() -> int:
             crowded = max(LakeResource(root=str(lake)).files_per_partition("bronze", "usage_events", "event_date").values())
             print(f"bronze: at most {crowded} Parquet files in a partition", flush=True)
         finally:
-            stack.stop()
+            stack.close()
             stack.env["CPA_CASSANDRA_KEYSPACE"] = KEYSPACE
             subprocess.run([sys.executable, "-c", f"from cpa_resources import CassandraResource; "
                             f"CassandraResource.from_env().session().execute('DROP KEYSPACE IF EXISTS {KEYSPACE}')"],

@@ -3,6 +3,7 @@ scratch instance, lake and keyspace: for the freshness benchmark and the kill-an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,6 +17,9 @@ from pathlib import Path
 from unittest.mock import patch
 
 import dagster as dg
+
+from cpa_resources import local_postgres, local_spark
+from cpa_resources.local_postgres import INSTANCE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,24 +44,38 @@ def free_port() -> int:
 
 
 class LiveStack:
-    """The Dagster webserver, daemon and code server of `make run`, as one process group."""
+    """The Dagster webserver, daemon and code server of `make run`, as one process group: the
+    project's dagster.yaml with a PostgreSQL database of its own, every run talking to the local
+    Spark Connect server."""
 
     def __init__(self, home: Path, lake: Path, landing: Path, keyspace: str, log: Path | None = None,
                  env: dict[str, str] | None = None):
         self.home, self.port, self.process = home, free_port(), None
         self.log = log or home / "dg-dev.log"
+        self.database = "cpa_" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
         self.env = {
             **os.environ,
+            **INSTANCE_ENV,
             "DAGSTER_HOME": str(home),
             "CPA_LAKE_DIR": str(lake),
             "CPA_LANDING_DIR": str(landing),
             "CPA_CASSANDRA_KEYSPACE": keyspace,
+            "CPA_SPARK_REMOTE": local_spark.address(),
             **(env or {}),
         }
         home.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
+        settings = (REPO / ".dagster_home" / "dagster.yaml").read_text()
+        (home / "dagster.yaml").write_text(settings.replace(local_postgres.url(), local_postgres.url(self.database)))
+
+    def prepare(self) -> None:
+        """The servers the stack uses, up: PostgreSQL with the instance's database, Spark Connect."""
+        local_postgres.start()
+        local_postgres.create_database(self.database)
+        if self.env.get("CPA_SPARK_REMOTE") == local_spark.address():
+            local_spark.start()
 
     def start(self, timeout: float = 180) -> None:
+        self.prepare()
         dg_cli = Path(sys.executable).parent / "dg"
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(
@@ -97,18 +115,21 @@ class LiveStack:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def close(self) -> None:
+        """Stop the stack and drop its instance's database."""
+        self.stop()
+        local_postgres.drop_database(self.database)
+
     def instance(self) -> dg.DagsterInstance:
-        """The stack's instance, read from this process. Its event log storage finds its files
-        under $DAGSTER_HOME (see cpa_resources/event_log.py), so that points here while it opens."""
-        with patch.dict(os.environ, {"DAGSTER_HOME": str(self.home)}):
-            return dg.DagsterInstance.from_config(str(self.home))
+        """The stack's instance, read from this process."""
+        return dg.DagsterInstance.from_config(str(self.home))
 
     def __enter__(self) -> LiveStack:
         self.start()
         return self
 
     def __exit__(self, *_) -> None:
-        self.stop()
+        self.close()
 
 
 def runs_for_file(instance: dg.DagsterInstance, name: str) -> list[dg.DagsterRun]:

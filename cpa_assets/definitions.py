@@ -16,7 +16,6 @@ from cpa_assets.sensors import usage_events_sensor
 from cpa_assets.serving.tables import serving_assets
 from cpa_assets.silver.batch import silver_csv_assets
 from cpa_assets.silver.usage import silver_usage_events
-from cpa_assets.warm_up import stream_worker_warm_up, stream_worker_warm_up_sensor
 
 from cpa_resources import CassandraResource, LakeResource, spark_from_env
 
@@ -45,8 +44,8 @@ def build_definitions(
     cassandra = cassandra or CassandraResource.from_env()
     return dg.Definitions(
         assets=with_definition_metadata(ASSETS, lake, cassandra),
-        jobs=[usage_pipeline_job, usage_stream_job, daily_batch_job, monthly_billing_job, stream_worker_warm_up],
-        sensors=[usage_events_sensor, stream_worker_warm_up_sensor],
+        jobs=[usage_pipeline_job, usage_stream_job, daily_batch_job, monthly_billing_job],
+        sensors=[usage_events_sensor],
         schedules=[daily_batch_schedule, monthly_billing_schedule],
         resources={
             "spark": spark or spark_from_env(),

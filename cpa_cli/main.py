@@ -1,22 +1,32 @@
 """Entry point of the `cpa` command."""
 
 import argparse
+import importlib
 import os
 import sys
 
 from cpa_resources.lake import REPO_ROOT
+from cpa_resources.local_postgres import INSTANCE_ENV
 
 
-def _cassandra(args: argparse.Namespace) -> int:
-    from cpa_resources import local_cassandra
+def _server(module_name: str):
+    """The handler of `cpa cassandra|postgres|spark start|stop|status`: one local server's module."""
 
-    if args.action == "start":
-        local_cassandra.start()
-    elif args.action == "stop":
-        local_cassandra.stop()
-    else:
-        print(local_cassandra.describe_status())
-    return 0
+    def handle(args: argparse.Namespace) -> int:
+        module = importlib.import_module(f"cpa_resources.{module_name}")
+        try:
+            if args.action == "start":
+                module.start()
+            elif args.action == "stop":
+                module.stop()
+            else:
+                print(module.describe_status())
+        except RuntimeError as problem:  # a port taken, a server that died at start: say why, no traceback
+            print(f"cpa: {problem}", file=sys.stderr)
+            return 1
+        return 0
+
+    return handle
 
 
 def _cluster(args: argparse.Namespace) -> int:
@@ -45,9 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_arguments(gen)
     gen.set_defaults(handler=generate.run)
 
-    cas = commands.add_parser("cassandra", help="the local Apache Cassandra server")
-    cas.add_argument("action", choices=["start", "stop", "status"])
-    cas.set_defaults(handler=_cassandra)
+    for name, module, what in (
+        ("cassandra", "local_cassandra", "the local Apache Cassandra server (serving tables)"),
+        ("postgres", "local_postgres", "the local PostgreSQL server (the Dagster instance's storage)"),
+        ("spark", "local_spark", "the local Spark Connect server (a warm local-mode Spark for every run)"),
+    ):
+        server = commands.add_parser(name, help=what)
+        server.add_argument("action", choices=["start", "stop", "status"])
+        server.set_defaults(handler=_server(module))
 
     clu = commands.add_parser("cluster", help="a Spark standalone cluster and a 3-node Cassandra cluster on loopback")
     clu.add_argument("action", choices=["start", "stop", "status"])
@@ -90,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Runs started here show up in the UI that `make run` serves from the same instance folder.
     os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home"))
+    for name, value in INSTANCE_ENV.items():
+        os.environ.setdefault(name, value)
     os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
     args = build_parser().parse_args(argv)
     return args.handler(args)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ from pathlib import Path
 import pyspark
 
 from cpa_resources import local_cassandra
+from cpa_resources.daemon import Daemon
 from cpa_resources.local_cassandra import Node
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -112,141 +112,61 @@ class LoopbackCluster:
 # --- Spark standalone ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SparkDaemon:
-    """The master or a worker: a `spark-class` JVM with its pid file and log."""
-
-    name: str
-    main_class: str
-    arguments: tuple[str, ...]
-    folder: Path
-
-    @property
-    def pid_file(self) -> Path:
-        return self.folder / f"{self.name}.pid"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / f"{self.name}.log"
+def spark_class() -> Path:
+    """pip's pyspark ships `bin/spark-class` (not the `sbin/` scripts): it runs any Spark main class."""
+    return Path(pyspark.__file__).parent / "bin" / "spark-class"
 
 
-def spark_daemons(cluster: LoopbackCluster) -> list[SparkDaemon]:
-    folder = cluster.base / "spark"
-    master = SparkDaemon("master", MASTER_CLASS, (
-        "--host", cluster.spark_host, "--port", str(cluster.spark_port),
-        "--webui-port", str(cluster.spark_ui_port)), folder)
-    workers = [
-        SparkDaemon(f"worker-{i}", WORKER_CLASS, (
-            "--host", cluster.spark_host, "--cores", str(cluster.worker_cores),
-            "--memory", cluster.worker_memory, "--work-dir", str(folder / f"worker-{i}"),
-            "--webui-port", "0", cluster.master_url), folder)
-        for i in range(1, cluster.workers + 1)
-    ]
-    return [master, *workers]
-
-
-def _spark_env(cluster: LoopbackCluster) -> dict[str, str]:
+def spark_env(bind: str) -> dict[str, str]:
+    """What a Spark JVM started here needs: pip's pyspark as SPARK_HOME, the project's JDK 17, the
+    address it binds (its UI and the executors it launches too), the project's Python for tasks."""
     return {
-        **os.environ,
         "SPARK_HOME": str(Path(pyspark.__file__).parent),
         "JAVA_HOME": str(local_cassandra.java_home()),
-        # Binds the daemons, their web UIs and the executors they launch to the loopback address.
-        "SPARK_LOCAL_IP": cluster.spark_host,
+        "SPARK_LOCAL_IP": bind,
         "SPARK_DAEMON_MEMORY": "256m",
         # Python tasks run in the project's virtualenv, which has pyspark, pandas and pyarrow.
         "PYSPARK_PYTHON": sys.executable,
     }
 
 
-def _daemon_pid(daemon: SparkDaemon) -> int | None:
-    try:
-        pid = int(daemon.pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if _alive_with(pid, daemon.main_class) else None
-
-
-def _alive_with(pid: int, marker: str) -> bool:
-    try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    # spark-class (bash) runs its launcher, then execs java: both command lines name the main class.
-    return not cmdline or marker.encode() in cmdline
-
-
-def _start_daemon(cluster: LoopbackCluster, daemon: SparkDaemon) -> int:
-    pid = _daemon_pid(daemon)
-    if pid is not None:
-        print(f"Spark {daemon.name} already running (pid {pid})", flush=True)
-        return pid
-    daemon.folder.mkdir(parents=True, exist_ok=True)
-    spark_class = Path(pyspark.__file__).parent / "bin" / "spark-class"
-    with open(daemon.log, "wb") as out:
-        process = subprocess.Popen(
-            [str(spark_class), daemon.main_class, *daemon.arguments],
-            cwd=daemon.folder, env=_spark_env(cluster),
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    daemon.pid_file.write_text(f"{process.pid}\n")
-    return process.pid
-
-
-def _wait_for_log(daemon: SparkDaemon, pid: int, text: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if daemon.log.exists() and text in daemon.log.read_text(errors="replace"):
-            return
-        if not _alive_with(pid, daemon.main_class):
-            raise RuntimeError(f"Spark {daemon.name} exited during startup; see {daemon.log}\n"
-                               + _tail(daemon.log))
-        time.sleep(0.5)
-    raise TimeoutError(f"Spark {daemon.name} did not log {text!r} within {timeout:.0f} s; see {daemon.log}")
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+def spark_daemons(cluster: LoopbackCluster) -> list[Daemon]:
+    folder = cluster.base / "spark"
+    env = spark_env(cluster.spark_host)
+    master = Daemon("master", (str(spark_class()), MASTER_CLASS,
+                               "--host", cluster.spark_host, "--port", str(cluster.spark_port),
+                               "--webui-port", str(cluster.spark_ui_port)), folder, MASTER_CLASS, env)
+    workers = [
+        Daemon(f"worker-{i}", (str(spark_class()), WORKER_CLASS,
+                               "--host", cluster.spark_host, "--cores", str(cluster.worker_cores),
+                               "--memory", cluster.worker_memory, "--work-dir", str(folder / f"worker-{i}"),
+                               "--webui-port", "0", cluster.master_url), folder, WORKER_CLASS, env)
+        for i in range(1, cluster.workers + 1)
+    ]
+    return [master, *workers]
 
 
 def start_spark(cluster: LoopbackCluster) -> None:
     master, *workers = spark_daemons(cluster)
     started = time.monotonic()
-    if _daemon_pid(master) is None and local_cassandra.port_open(cluster.spark_host, cluster.spark_port):
+    if master.pid() is None and local_cassandra.port_open(cluster.spark_host, cluster.spark_port):
         raise RuntimeError(f"{cluster.spark_host}:{cluster.spark_port} is taken by a process this folder "
                            f"did not start; set CPA_CLUSTER_SPARK_PORT")
-    pid = _start_daemon(cluster, master)
-    _wait_for_log(master, pid, "I have been elected leader")
+    master.start()
+    master.wait_until(lambda: master.logged("I have been elected leader"), "elected leader")
     for worker in workers:
-        pid = _start_daemon(cluster, worker)
+        worker.start()
     for worker in workers:
-        _wait_for_log(worker, _daemon_pid(worker) or pid, "Successfully registered with master")
+        worker.wait_until(lambda: worker.logged("Successfully registered with master"), "registered with the master")
     print(f"Spark master {cluster.master_url} with {len(workers)} workers of {cluster.worker_cores} "
           f"core(s) and {cluster.worker_memory} up after {time.monotonic() - started:.1f} s", flush=True)
 
 
 def stop_spark(cluster: LoopbackCluster) -> None:
     for daemon in reversed(spark_daemons(cluster)):
-        pid = _daemon_pid(daemon)
+        pid = daemon.stop()
         if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            if not _wait_gone(pid, daemon.main_class, 30):
-                os.kill(pid, signal.SIGKILL)
             print(f"Spark {daemon.name} stopped (pid {pid})", flush=True)
-        daemon.pid_file.unlink(missing_ok=True)
-
-
-def _wait_gone(pid: int, marker: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not _alive_with(pid, marker):
-            return True
-        time.sleep(0.2)
-    return False
 
 
 # --- Cassandra -------------------------------------------------------------------------------
@@ -353,8 +273,8 @@ def describe_status(cluster: LoopbackCluster | None = None) -> str:
     cluster = cluster or LoopbackCluster.from_env()
     lines = [f"cluster folder {cluster.base}"]
     for daemon in spark_daemons(cluster):
-        pid = _daemon_pid(daemon)
-        where = cluster.master_url if daemon.main_class == MASTER_CLASS else f"worker of {cluster.master_url}"
+        pid = daemon.pid()
+        where = cluster.master_url if daemon.marker == MASTER_CLASS else f"worker of {cluster.master_url}"
         state = f"running (pid {pid})" if pid else "not running"
         lines.append(f"Spark {daemon.name:<9} {where:<32} {state}  log {daemon.log}")
     for node in cluster.nodes:

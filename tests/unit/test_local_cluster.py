@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from cpa_resources import local_cassandra
-from cpa_resources.local_cluster import LoopbackCluster, spark_daemons
+from cpa_resources.local_cluster import MASTER_CLASS, LoopbackCluster, spark_daemons
 
 
 def test_nodes_share_ports_and_differ_in_address_folder_jmx_and_token(tmp_path, monkeypatch):
@@ -36,6 +36,6 @@ def test_settings_point_the_pipeline_at_the_cluster():
         "CPA_CASSANDRA_REPLICATION": "{'class': 'SimpleStrategy', 'replication_factor': 3}",
     }
     master, *workers = spark_daemons(cluster)
-    assert master.arguments[:4] == ("--host", "127.0.0.1", "--port", "7177")
-    assert len(workers) == 2 and all(w.arguments[-1] == "spark://127.0.0.1:7177" for w in workers)
-    assert all(Path(w.arguments[w.arguments.index("--work-dir") + 1]).parent == cluster.base / "spark" for w in workers)
+    assert master.command[1:6] == (MASTER_CLASS, "--host", "127.0.0.1", "--port", "7177")
+    assert len(workers) == 2 and all(w.command[-1] == "spark://127.0.0.1:7177" for w in workers)
+    assert all(Path(w.command[w.command.index("--work-dir") + 1]).parent == cluster.base / "spark" for w in workers)
