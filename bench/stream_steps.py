@@ -89,7 +89,7 @@ def main() -> int:
         os.replace(stream / f".{path.name}", stream / path.name)
         dates_of = lambda name: event_dates(lake.events_dir() / name)  # noqa: E731
         if hasattr(sensors, "Tick"):
-            tick = sensors.Tick(sensors.listing_of(lake), sensors.ledger_of(lake), [], False, True, time.time())
+            tick = sensors.Tick(sensors.listing_of(lake), sensors.ledger_of(lake), [], False, time.time())
             request, cursor = sensors.plan_stream_run(cursor, tick, dates_of)
         else:  # the sensor of earlier commits, whose cursor listed every file: compare step times across commits
             if cursor is None:

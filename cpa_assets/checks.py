@@ -29,15 +29,17 @@ def spark_schema(model: type[pa.DataFrameModel] | pa.DataFrameSchema) -> T.Struc
 
 
 def spark_schema_result(
-    model: type[pa.DataFrameModel] | pa.DataFrameSchema, df: DataFrame, asset_key: dg.AssetKey
+    model: type[pa.DataFrameModel] | pa.DataFrameSchema, df: DataFrame | pd.DataFrame, asset_key: dg.AssetKey
 ) -> dg.AssetCheckResult:
     """Validate written rows against a pandera.pyspark model: column types against the Spark
     schema, then every column's nullability, uniqueness and checks on the rows.
 
-    The rows are collected once (Arrow) and the model's own checks run on them with pandera's pandas
-    backend: one Spark job instead of one per check, which dominates at these data sizes."""
+    The rows are collected once (Arrow), or were already (`metadata.collected`, which keeps their
+    Spark schema), and the model's own checks run on them with pandera's pandas backend: one Spark
+    job instead of one per check, which dominates at these data sizes."""
     schema = model.to_schema() if isinstance(model, type) else model
-    spark_types = {field.name: field.dataType for field in df.schema.fields}
+    spark_schema = df.attrs["spark_schema"] if isinstance(df, pd.DataFrame) else df.schema
+    spark_types = {field.name: field.dataType for field in spark_schema.fields}
     failures = [
         {"column": name, "check": "dtype", "expected": str(column.dtype), "found": str(spark_types.get(name))}
         for name, column in schema.columns.items()
@@ -58,7 +60,7 @@ def spark_schema_result(
         }
     )
     if not failures:
-        rows = df.select(*on_rows.columns).toPandas()
+        rows = df[list(on_rows.columns)] if isinstance(df, pd.DataFrame) else df.select(*on_rows.columns).toPandas()
         try:
             on_rows.validate(rows, lazy=True)
         except pap.errors.SchemaErrors as exc:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import pyspark.sql.types as T
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -150,24 +151,49 @@ def with_definition_metadata(assets: list, lake, cassandra) -> list:
     return dg.map_asset_specs(add, assets)
 
 
-def previews_by_date(rows: DataFrame, date_column: str, order: list | None = None) -> tuple[dict[str, int], dict[str, str]]:
-    """Every date's row count and its first PREVIEW_ROWS rows as a markdown table, in one Spark job
-    (two windows over the same partitioning: one shuffle) and one pass over the sample."""
-    ordering = [c if isinstance(c, Column) else F.col(c) for c in (order or [c for c in rows.columns if c != date_column][:2])]
-    by_date = Window.partitionBy(date_column)
-    sample = (
-        rows.withColumn("_n", F.row_number().over(by_date.orderBy(*ordering)))
-        .withColumn("_rows", F.count(F.lit(1)).over(by_date))
-        .where(F.col("_n") <= PREVIEW_ROWS)
-        .toPandas()
-        .sort_values([date_column, "_n"])
-    )
-    header = markdown_header(rows.columns)
+def collected(rows: DataFrame) -> pd.DataFrame:
+    """A few rows (what a stream run wrote), collected once: its previews and schema check then
+    read them in Python, instead of one Spark job each. Keeps the rows' Spark schema for the check."""
+    frame = rows.toPandas()
+    frame.attrs["spark_schema"] = rows.schema
+    return frame
+
+
+def previews_by_date(
+    rows: DataFrame | pd.DataFrame, date_column: str, order: list | None = None
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Every date's row count and its first PREVIEW_ROWS rows as a markdown table: in one Spark job
+    (two windows over the same partitioning: one shuffle) and one pass over the sample, or from
+    rows already `collected`."""
+    columns = list(rows.columns)
+    order = order or [c for c in columns if c != date_column][:2]
+    if isinstance(rows, pd.DataFrame):
+        ordered = rows.sort_values([date_column, *order], na_position="first", kind="stable")
+        sample = ordered.assign(_rows=ordered.groupby(date_column)[date_column].transform("size"),
+                                _n=ordered.groupby(date_column).cumcount() + 1)
+        sample = sample[sample["_n"] <= PREVIEW_ROWS]
+    else:
+        ordering = [c if isinstance(c, Column) else F.col(c) for c in order]
+        by_date = Window.partitionBy(date_column)
+        sample = (
+            rows.withColumn("_n", F.row_number().over(by_date.orderBy(*ordering)))
+            .withColumn("_rows", F.count(F.lit(1)).over(by_date))
+            .where(F.col("_n") <= PREVIEW_ROWS)
+            .toPandas()
+            .sort_values([date_column, "_n"])
+        )
+    header = markdown_header(columns)
     counts, lines = {}, {}
-    for day, n, values in zip(sample[date_column].astype(str), sample["_rows"], sample[rows.columns].itertuples(index=False, name=None)):
+    for day, n, values in zip(sample[date_column].astype(str), sample["_rows"], sample[columns].itertuples(index=False, name=None)):
         counts[day] = int(n)
         lines.setdefault(day, [header]).append(markdown_row(values))
     return counts, {day: "\n".join(table) for day, table in lines.items()}
+
+
+def release(rows: DataFrame | pd.DataFrame) -> None:
+    """Drop a step's cached frame (rows already collected hold nothing in Spark)."""
+    if not isinstance(rows, pd.DataFrame):
+        rows.unpersist()
 
 
 def side_by_side(*actions: Callable[[], Any]) -> list:

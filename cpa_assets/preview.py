@@ -39,5 +39,6 @@ def markdown_table(sample: pd.DataFrame) -> str:
     return "\n".join([markdown_header(sample.columns), *map(markdown_row, sample.itertuples(index=False, name=None))])
 
 
-def markdown_preview(df: DataFrame, rows: int = PREVIEW_ROWS) -> str:
-    return markdown_table(df.limit(rows).toPandas())
+def markdown_preview(df: DataFrame | pd.DataFrame, rows: int = PREVIEW_ROWS) -> str:
+    """The first rows of a Spark frame, or of rows already collected."""
+    return markdown_table(df.head(rows) if isinstance(df, pd.DataFrame) else df.limit(rows).toPandas())

@@ -52,6 +52,8 @@ DOWNSTREAM_DAYS = max(TOP_SERVICES_WINDOW_DAYS - 1, ANOMALY_BASELINE_DAYS)
 # evaluation follows about a second after this one returns.
 WAIT_FOR_FILES_SECONDS = float(os.environ.get("CPA_SENSOR_WAIT_SECONDS", "4"))
 WATCH_INTERVAL_SECONDS = 0.1
+# While watching, the runs in flight are looked at again this often (the folder every interval).
+RECHECK_RUNS_SECONDS = 0.5
 
 # A failed run is repaired after 5 s, its repair (if it fails too) after 10 s, then 20 s, then
 # every 30 s: a server that comes back is served again within a minute, whatever the outage.
@@ -98,13 +100,12 @@ class FailedRun:
 @dataclass
 class Tick:
     """What the sensor knows at one moment, besides its cursor: the folder, the ledger, the failed
-    runs not repaired yet (oldest first) and whether stream runs are queued or going."""
+    runs not repaired yet (oldest first) and whether a stream run is queued or going (`busy`)."""
 
     listing: list[Delivered]
     ledger: dict[str, dict] = field(default_factory=dict)
     failed: list[FailedRun] = field(default_factory=list)
-    queued: bool = False
-    idle: bool = True
+    busy: bool = False
     now: float = 0.0
     # A fresh lake has no org or resource snapshot yet: the run loads them first.
     snapshots_missing: bool = False
@@ -127,17 +128,17 @@ def plan_stream_run(
 
     A file is new when neither the ledger nor a run in flight (the cursor's `pending`) holds it
     with its size and modification time: each delivery is planned once, a file rewritten in place
-    again. While a stream run waits in the queue nothing is planned, so files that arrive while a
-    run works are taken together by the next one."""
+    again. While a stream run is queued or going nothing is planned, so the files that arrive
+    meanwhile are taken together by the next run: a backlog is one run, not a queue of runs."""
     state = {"pending": {}, "repaired_through": 0.0, "last_date": None} | (json.loads(cursor) if cursor else {})
     listed = {f.name: f for f in tick.listing}
     pending = {
         name: entry for name, entry in state["pending"].items()
         if name in listed and not _same(tick.ledger.get(name), listed[name])
-        and not (tick.idle and tick.now - entry[2] > PENDING_TIMEOUT_SECONDS)
+        and not (not tick.busy and tick.now - entry[2] > PENDING_TIMEOUT_SECONDS)
     }
     state["pending"] = pending
-    if tick.queued:
+    if tick.busy:
         return None, json.dumps(state, sort_keys=True)
     new = sorted(f for f in tick.listing if not _same(tick.ledger.get(f.name), f) and not _same(pending.get(f.name), f))
     repairs = []
@@ -188,11 +189,20 @@ def plan_stream_run(
     tags |= {RANGE_START: min(starts), RANGE_END: max(ends)}
     run_config = {"ops": {
         bronze_usage_events.op.name: {"config": planned | {"appended": appended}},
-        silver_usage_events.node_def.name: {"config": {"appended": appended}},
         usage_events_ledger.op.name: {"config": planned | {"appended": appended}},
+        **{name: {"config": {"appended": appended}} for name in FOLLOWING_OPS},
     }}
     selection = None if tick.snapshots_missing else STREAM_ASSETS
     return dg.RunRequest(**request_args, asset_selection=selection, run_config=run_config), json.dumps(state, sort_keys=True)
+
+
+# The steps after bronze that follow what it added (see cpa_assets/increments.py).
+FOLLOWING_OPS = [
+    silver_usage_events.node_def.name,
+    *[assets.node_def.name for assets in (org_daily_usage_by_service, org_top_services_14d, genai_tokens_by_org_date,
+                                          cost_anomalies)],
+    *[assets.node_def.name for assets in serving_assets if assets.partitions_def is event_date_partitions],
+]
 
 
 def listing_of(lake: LakeResource) -> list[Delivered]:
@@ -270,6 +280,10 @@ def failed_stream_runs(instance: dg.DagsterInstance, since: float) -> list[Faile
     return failed
 
 
+IN_FLIGHT = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+             dg.DagsterRunStatus.STARTED)
+
+
 def stream_runs_in(instance: dg.DagsterInstance, *statuses: dg.DagsterRunStatus) -> int:
     return instance.get_runs_count(dg.RunsFilter(job_name=usage_stream_job.name, statuses=list(statuses)))
 
@@ -283,20 +297,25 @@ def usage_events_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
     for dead in orphaned_runs(instance):
         instance.report_run_failed(dead, "its worker process is gone (killed, or the machine restarted)")
     state = json.loads(context.cursor) if context.cursor else {}
-    queued = stream_runs_in(instance, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED) > 0
-    going = stream_runs_in(instance, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED) > 0
     failed = failed_stream_runs(instance, state.get("repaired_through", 0.0))
 
     def plan(cursor):
-        tick = Tick(listing_of(lake), ledger_of(lake), failed, queued, not (queued or going), time.time(),
+        busy = stream_runs_in(instance, *IN_FLIGHT) > 0
+        tick = Tick(listing_of(lake), ledger_of(lake), failed, busy, time.time(),
                     snapshots_missing=not all(lake.exists("bronze", t) for t in ("customers_orgs", "resources")))
         return plan_stream_run(cursor, tick, lambda name: event_dates(lake.events_dir() / name))
 
+    # Watching: a file that lands, or the stream run in flight that ends with files waiting for it,
+    # is planned at once rather than at the next evaluation.
     request, cursor = plan(context.cursor)
     watch_until = time.monotonic() + WAIT_FOR_FILES_SECONDS
-    while request is None and not queued and time.monotonic() < watch_until:
+    seen, planned_at = listing_of(lake), time.monotonic()
+    while request is None and time.monotonic() < watch_until:
         time.sleep(WATCH_INTERVAL_SECONDS)
-        request, cursor = plan(cursor)
+        listing = listing_of(lake)
+        if listing != seen or time.monotonic() - planned_at >= RECHECK_RUNS_SECONDS:
+            request, cursor = plan(cursor)
+            seen, planned_at = listing, time.monotonic()
     if request is not None and "cpa/repairs" in request.tags:
         context.log.info(f"repairing failed stream runs {request.tags['cpa/repairs']}")
     return dg.SensorResult(run_requests=[request] if request else [], cursor=cursor)

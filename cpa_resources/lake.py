@@ -1,11 +1,17 @@
 """The data lake: landing input, and bronze, silver and gold Delta Lake tables.
 
 Every write is one commit of a Delta table: a whole table overwritten, the given partitions
-replaced (`replaceWhere`), or new events merged on `event_id`, which inserts only ids the table
-does not hold yet. Readers see one version or the next, never a half-written one; a killed writer
-leaves files no version names. Each commit is a version `cpa history TABLE` lists and
-`cpa restore TABLE --version N` goes back to. Data files no version of the last
-`RETENTION_HOURS` uses are vacuumed as partitions are compacted.
+replaced (`replaceWhere`), rows matching a predicate replaced, new events merged on `event_id`
+(which inserts only ids the table does not hold yet), or rows merged on their key (updated or
+inserted). Readers see one version or the next, never a half-written one; a killed writer leaves
+files no version names. Each commit is a version `cpa history TABLE` lists and `cpa restore TABLE
+--version N` goes back to. Data files no version of the last `RETENTION_HOURS` uses are vacuumed as
+partitions are compacted.
+
+Each commit of a run carries the run's id (Delta's `userMetadata`), and every table keeps a change
+feed: a step finds what the steps before it changed in this run (`run_changes`) and does work in
+proportion to that, not to the table. Row counts per partition come from the table's log (each
+data file's record count), not from reading the data.
 
 The root is a folder or any Hadoop file-system URI (`file://` by default); the lock that
 serialises runs is always a local file (the lake's folder when it is local, else
@@ -17,14 +23,15 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
-from delta.tables import DeltaTable
 from deltalake import DeltaTable as LakeTable
 from pydantic import PrivateAttr
 from pyspark.sql import DataFrame, SparkSession
@@ -43,6 +50,9 @@ RETENTION_HOURS = 168
 # Every run that writes the lake holds this lock from its start to its end; another run waits.
 LOCK_FILE = ".cpa-lake.lock"
 LOCK_POLL_SECONDS = 0.2
+ROOT_RUN_TAG = "dagster/root_run_id"  # Dagster's tag on a re-execution: the run the chain started with
+# A run writes a table a handful of times: its commits are among the table's latest ones.
+RUN_COMMITS_LOOKBACK = 50
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -56,10 +66,15 @@ class LakeResource(dg.ConfigurableResource):
     root: str = str(REPO_ROOT / "datalake")
     landing: str = ""
     _lock: int | None = PrivateAttr(default=None)
+    # The run whose commits this resource tags: the first run of a re-execution chain, so a step
+    # re-executed from the UI finds what the steps it follows committed in the run it re-executes.
+    # Outside a run (""), commits carry no run.
+    _run_id: str = PrivateAttr(default="")
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if context.run is not None:  # a run, not a sensor's evaluation
             self._lock = self.hold_lock(context.run.run_id, context.log)
+            self._run_id = context.run.tags.get(ROOT_RUN_TAG) or context.run.run_id
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._lock is not None:
@@ -190,7 +205,17 @@ class LakeResource(dg.ConfigurableResource):
     def write(self, df: DataFrame, layer: str, table: str) -> str:
         """Replace an unpartitioned table as a whole, in one commit."""
         path = self.path(layer, table)
-        df.coalesce(1).write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(path)
+        self._writer(df.coalesce(1)).mode("overwrite").option("overwriteSchema", "true").save(path)
+        return path
+
+    def append(self, df: DataFrame, layer: str, table: str, partition_column: str | None = None) -> str:
+        """Add rows to a table (created if absent), in one commit: the caller knows none of them is
+        there yet (an insert that must hold whatever the table holds is `append_partitions`)."""
+        path = self.path(layer, table)
+        if partition_column is None:
+            self._writer(df.coalesce(1)).mode("append").save(path)
+        else:
+            self._writer(df.repartition(partition_column)).mode("append").partitionBy(partition_column).save(path)
         return path
 
     def replace_partitions(
@@ -202,48 +227,70 @@ class LakeResource(dg.ConfigurableResource):
         keys = sorted(set(keys))
         if not keys:
             return path
-        (
-            df.repartition(partition_column)
-            .write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", in_keys(partition_column, keys))
-            .partitionBy(partition_column)
-            .save(path)
-        )
+        self._writer(df.repartition(partition_column)).mode("overwrite").option(
+            "replaceWhere", in_keys(partition_column, keys)).partitionBy(partition_column).save(path)
+        return path
+
+    def replace_where(self, df: DataFrame, layer: str, table: str, partition_column: str, predicate: str) -> str:
+        """Replace the rows matching a SQL predicate with the frame's, in one commit (`replaceWhere`
+        on data columns): every row of the frame must match it. Creates the table if need be."""
+        path = self.path(layer, table)
+        writer = self._writer(df.repartition(partition_column)).partitionBy(partition_column)
+        if self.exists(layer, table):
+            writer = writer.mode("overwrite").option("replaceWhere", predicate)
+        writer.save(path)
+        return path
+
+    def upsert(self, df: DataFrame, layer: str, table: str, keys: list[str], partition_column: str,
+               add: list[str] | None = None) -> str:
+        """Merge rows on their key, in one commit: a held row with the same key is replaced (or, with
+        `add`, has the frame's values of those columns added to its own), a new key inserted,
+        nothing deleted. Only the partitions the frame reaches are read."""
+        path = self.path(layer, table)
+        if not self.exists(layer, table):
+            self._writer(df.repartition(partition_column)).partitionBy(partition_column).save(path)
+            return path
+        rows = df.cache()  # MERGE reads its source twice, and the partitions it reaches are read first
+        try:
+            reached = [str(row[0]) for row in rows.select(partition_column).distinct().collect()]
+            if not reached:
+                return path
+            # Null-safe: a key column may hold null (a service silver kept unknown), still one row per key.
+            on = " AND ".join([f"held.{key} <=> new.{key}" for key in keys] + [f"held.{in_keys(partition_column, reached)}"])
+            update = "*" if not add else ", ".join(f"held.{c} = held.{c} + new.{c}" for c in add)
+            with temporary_view(rows) as new:
+                self._sql(df.sparkSession, f"MERGE INTO {table_ref(path)} AS held USING {new} AS new ON {on}"
+                          f" WHEN MATCHED THEN UPDATE SET {update} WHEN NOT MATCHED THEN INSERT *")
+        finally:
+            rows.unpersist()
         return path
 
     def append_partitions(
         self, df: DataFrame, layer: str, table: str, partition_column: str, key: str = "event_id"
-    ) -> list[str]:
+    ) -> str:
         """Merge rows into the table on `key`, inserting only keys it does not hold yet, in one
-        commit; the partitions the rows reached."""
+        commit (none when nothing is new). What was inserted: `run_changes`."""
         path = self.path(layer, table)
-        touched = sorted(str(row[0]) for row in df.select(partition_column).distinct().collect())
         if not self.exists(layer, table):
-            df.repartition(partition_column).write.format("delta").partitionBy(partition_column).save(path)
-            return touched
-        (
-            DeltaTable.forPath(df.sparkSession, path)
-            .alias("held")
-            .merge(df.repartition(partition_column).alias("new"), f"held.{key} = new.{key}")
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-        return touched
+            self._writer(df.repartition(partition_column)).partitionBy(partition_column).save(path)
+            return path
+        with temporary_view(df) as new:
+            self._sql(df.sparkSession, f"MERGE INTO {table_ref(path)} AS held USING {new} AS new"
+                      f" ON held.{key} = new.{key} WHEN NOT MATCHED THEN INSERT *")
+        return path
 
     def compact_partitions(
-        self, spark: SparkSession, layer: str, table: str, partition_column: str, keys: Iterable[str]
+        self, spark: SparkSession, layer: str, table: str, partition_column: str, keys: Iterable[str] | None = None
     ) -> list[str]:
-        """Compact (OPTIMIZE) the given partitions that hold more than MAX_FILES_PER_PARTITION
-        files, then vacuum the files no version of the retention period uses; the compacted keys."""
-        keys = set(keys)
-        if not keys or not self.exists(layer, table):
+        """Compact (OPTIMIZE) the partitions (of `keys`, or all) that hold more than
+        MAX_FILES_PER_PARTITION files, then vacuum the files no version of the retention period
+        uses; the compacted keys."""
+        if not self.exists(layer, table):
             return []
         counts = self.files_per_partition(layer, table, partition_column)
-        crowded = sorted(k for k in keys if counts.get(k, 0) > MAX_FILES_PER_PARTITION)
+        crowded = sorted(k for k, n in counts.items() if n > MAX_FILES_PER_PARTITION and (keys is None or k in set(keys)))
         if crowded:
-            held = DeltaTable.forPath(spark, self.path(layer, table))
-            held.optimize().where(in_keys(partition_column, crowded)).executeCompaction()
+            self._sql(spark, f"OPTIMIZE {table_ref(self.path(layer, table))} WHERE {in_keys(partition_column, crowded)}")
             self.vacuum(layer, table)
         return crowded
 
@@ -268,7 +315,82 @@ class LakeResource(dg.ConfigurableResource):
     def restore(self, spark: SparkSession, layer: str, table: str, version: int) -> dict:
         """Make an earlier version the table's current one, as a new commit (history is kept); the
         restore's figures (files removed and restored)."""
-        return DeltaTable.forPath(spark, self.path(layer, table)).restoreToVersion(version).first().asDict()
+        return self._sql(spark, f"RESTORE TABLE {table_ref(self.path(layer, table))} TO VERSION AS OF {int(version)}")[0].asDict()
+
+    # --- commits of this run, change feed, counts from the log ---------------------------------
+
+    def _writer(self, df: DataFrame):
+        """A Delta writer whose commit carries this run's id."""
+        return df.write.format("delta").option("userMetadata", self._run_id)
+
+    def _sql(self, spark: SparkSession, statement: str) -> list:
+        """A Delta SQL command (MERGE, OPTIMIZE, RESTORE) whose commit carries this run's id."""
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", self._run_id)
+        return spark.sql(statement).collect()
+
+    def run_commits(self, layer: str, table: str) -> list[dict]:
+        """This run's commits of the table, oldest first (version, operation, ...): none outside a
+        run or when the run has not written it."""
+        if not self._run_id or not self.exists(layer, table):
+            return []
+        return sorted((entry for entry in self.history(layer, table, RUN_COMMITS_LOOKBACK)
+                       if entry.get("userMetadata") == self._run_id), key=lambda entry: entry["version"])
+
+    def run_changes(self, spark: SparkSession, layer: str, table: str) -> DataFrame | None:
+        """The rows this run's commits inserted, updated or deleted (Delta's change feed: the table's
+        columns with `_change_type` and `_commit_version`), read from the files those commits
+        wrote; None when the run made no commit of the table."""
+        commits = self.run_commits(layer, table)
+        if not commits:
+            return None
+        return (spark.read.format("delta").option("readChangeFeed", "true")
+                .option("startingVersion", commits[0]["version"]).option("endingVersion", commits[-1]["version"])
+                .load(self.path(layer, table)))
+
+    def partition_counts(self, layer: str, table: str, partition_column: str) -> dict[str, int]:
+        """Rows per partition of the table's current version, from its log (each data file's record
+        count): no data read. Partitions without rows are absent."""
+        if not self.exists(layer, table):
+            return {}
+        actions = pa.table(self.table(layer, table).get_add_actions(flatten=True))
+        counts: dict[str, int] = {}
+        for key, rows in zip(actions.column(f"partition.{partition_column}").to_pylist(),
+                             actions.column("num_records").to_pylist()):
+            counts[str(key)] = counts.get(str(key), 0) + (rows or 0)
+        return {key: n for key, n in counts.items() if n}
+
+    def row_count(self, layer: str, table: str) -> int:
+        """Rows of the table's current version, from its log: no data read (0 when absent)."""
+        if not self.exists(layer, table):
+            return 0
+        return sum(n or 0 for n in pa.table(self.table(layer, table).get_add_actions(flatten=True)).column("num_records").to_pylist())
+
+    def column_max(self, layer: str, table: str, column: str):
+        """The largest value of a column in the table's current version, from its log's file
+        statistics (no data read); None for an empty or absent table."""
+        if not self.exists(layer, table):
+            return None
+        actions = pa.table(self.table(layer, table).get_add_actions(flatten=True))
+        if f"max.{column}" not in actions.column_names:
+            return None
+        return max((value for value in actions.column(f"max.{column}").to_pylist() if value is not None), default=None)
+
+
+def table_ref(path: str) -> str:
+    """A Delta table addressed by its path in Spark SQL (MERGE, OPTIMIZE, RESTORE): SQL reaches the
+    table the same way from an in-process session and from a Spark Connect client."""
+    return "delta.`" + path.replace("`", "``") + "`"
+
+
+@contextmanager
+def temporary_view(df: DataFrame) -> Iterator[str]:
+    """The frame as a temporary view of a name of its own, for the length of the block."""
+    name = f"cpa_rows_{uuid.uuid4().hex}"
+    df.createOrReplaceTempView(name)
+    try:
+        yield name
+    finally:
+        df.sparkSession.catalog.dropTempView(name)
 
 
 def in_keys(column: str, keys: Iterable[str]) -> str:

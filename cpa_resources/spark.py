@@ -34,8 +34,8 @@ def delta_jars() -> list[Path]:
 def spark_config(
     master: str = "local[2]", remote: str = "", driver_memory: str = "2g", shuffle_partitions: int = 4
 ) -> dict[str, str]:
-    """The session's settings: a Spark Connect address alone (its server brings Delta Lake), or a
-    master with Delta Lake and this project's tuning."""
+    """The session's settings: a Spark Connect address alone (its server has this project's
+    settings, see `local_spark`), or a master with Delta Lake and this project's tuning."""
     if remote:
         return {"spark.remote": remote}
     return {
@@ -48,6 +48,16 @@ def spark_config(
         "spark.databricks.delta.snapshotPartitions": "1",
         # Log entries are kept as long as the data files a restore needs (see LakeResource).
         "spark.databricks.delta.properties.defaults.logRetentionDuration": "interval 7 days",
+        # Every table keeps a change feed: a step reads what the steps before it changed in its run
+        # from the files those commits wrote (see LakeResource.run_changes).
+        "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",
+        # MERGE reads its source twice; Delta copies it to local disk first in case it would change
+        # in between. Every source here is cached or read from files no one writes meanwhile (the
+        # lake's lock): a MERGE takes 0.9 s instead of 1.25 s without the copy (measured).
+        "spark.databricks.delta.merge.materializeSource": "none",
+        # The checksum file of each commit needs the table's whole state computed after the commit:
+        # 0.65 s instead of 0.85 s to overwrite a small table (measured); nothing here reads it.
+        "spark.databricks.delta.writeChecksumFile.enabled": "false",
         "spark.app.name": "cpa",
         "spark.master": master,
         "spark.driver.memory": driver_memory,
@@ -73,20 +83,24 @@ def spark_config(
     }
 
 
+def local_settings() -> dict[str, str]:
+    """The settings of a local-mode Spark configured from the environment (the Spark Connect server
+    of `local_spark` runs with them too)."""
+    return spark_config(
+        master=os.environ.get("CPA_SPARK_MASTER", "local[2]"),
+        driver_memory=os.environ.get("CPA_SPARK_DRIVER_MEMORY", "2g"),
+        shuffle_partitions=int(os.environ.get("CPA_SPARK_SHUFFLE_PARTITIONS", "4")),
+    )
+
+
 def spark_from_env() -> LazyPySparkResource:
     """dagster-pyspark's resource, configured from the environment; the session starts on first use."""
     # Python workers run the driver's interpreter (the project's virtualenv, with pandas and
     # pyarrow), locally or on a cluster's executors, not whatever `python3` their PATH finds:
     # PySpark takes it from PYSPARK_PYTHON, not from the session's configuration.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return LazyPySparkResource(
-        spark_config=spark_config(
-            master=os.environ.get("CPA_SPARK_MASTER", "local[2]"),
-            remote=os.environ.get("CPA_SPARK_REMOTE", ""),
-            driver_memory=os.environ.get("CPA_SPARK_DRIVER_MEMORY", "2g"),
-            shuffle_partitions=int(os.environ.get("CPA_SPARK_SHUFFLE_PARTITIONS", "4")),
-        )
-    )
+    remote = os.environ.get("CPA_SPARK_REMOTE", "")
+    return LazyPySparkResource(spark_config=spark_config(remote=remote) if remote else local_settings())
 
 
 def session_from_env() -> SparkSession:

@@ -13,8 +13,9 @@ from pyspark.sql import functions as F
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
 from cpa_assets.event_time import BLANK_LINE_PATTERN, is_blank, spark_timestamp
-from cpa_assets.metadata import partition_metadata, previews_by_date, side_by_side
-from cpa_assets.partitions import bookkeeping_last, event_date_partitions, single_run
+from cpa_assets.metadata import collected, partition_metadata, previews_by_date, release, side_by_side
+from cpa_assets.increments import UsageRun
+from cpa_assets.partitions import bookkeeping_last, event_date_partitions, serve_first, single_run
 from cpa_assets.preview import markdown_preview
 
 from cpa_resources import LakeResource
@@ -192,17 +193,15 @@ class PlannedFile(dg.Config):
     mtime_ns: int
 
 
-class LandingFiles(dg.Config):
+class LandingFiles(UsageRun):
     """The landing files a run reads. Empty (a backfill, a run from the UI): every file there now.
     Otherwise the files the usage sensor planned the run for, plus every file the landing ledger
     already holds: a file that lands while the run is going waits for the next run instead of
-    reaching bronze and the ledger halfway."""
+    reaching bronze and the ledger halfway. `appended`: the planned files, when each of them arrived
+    after every file before it (the usual case): bronze adds their events instead of recomputing
+    the run's dates from every file."""
 
     files: list[PlannedFile] = []
-    # The planned files, when each of them arrived after every file before it (the usual case):
-    # bronze and silver then add their events to the dates they touch instead of recomputing those
-    # dates from every file. Empty: recompute.
-    appended: list[str] = []
 
 
 # Per file, what the landing ledger records of it: lines_read = bronze_rows + rejects + duplicates,
@@ -237,30 +236,15 @@ def run_files(lake: LakeResource, config: LandingFiles) -> dict[Path, tuple[int,
     return {f: known[f.name] for f in files if f.name in known}
 
 
-def held_rows(
-    spark: SparkSession, lake: LakeResource, layer: str, tables: tuple[tuple[str, T.StructType], ...], columns: list[str]
-) -> DataFrame:
-    """`table` and `columns` of every row the tables of a layer hold, read once and cached: an
-    appending step checks, joins and counts against it instead of reading the layer again."""
-    frames = [lake.read(spark, layer, table, schema, "event_date").select(F.lit(table).alias("table"), *columns)
-              for table, schema in tables]
-    return reduce(DataFrame.unionByName, frames).cache()
-
-
-def arrived_after(held: DataFrame, names: list[str]) -> bool:
-    """True when no held row comes from these files or from any file sorting after them, so adding
-    the files' rows is the same as recomputing with them: first arrivals are decided by file name,
-    and none of these rows can be there already."""
+def arrived_after(lake: LakeResource, layer: str, table: str, names: list[str]) -> bool:
+    """True when the table holds no row from these files or from any file sorting after them, so
+    adding the files' rows is the same as recomputing with them: first arrivals are decided by file
+    name, and none of these rows can be there already. Read from the table's log (the largest
+    `source_file` its files' statistics record), not from its rows."""
     if not names:
         return False
-    latest = held.agg(F.max("source_file")).first()[0]
+    latest = lake.column_max(layer, table, "source_file")
     return latest is None or latest < min(names)
-
-
-def appended_events(spark: SparkSession, files: list[Path], held: DataFrame) -> DataFrame:
-    """The events files add to bronze: their first arrivals, less the event_ids bronze holds."""
-    events, _, _ = split_events(parsed_landing(spark, files))
-    return events.join(held.select("event_id"), "event_id", "left_anti")
 
 
 # The bronze asset and the ledger of the same run parse the same files: keep the last parse,
@@ -289,10 +273,18 @@ def landing_events(spark: SparkSession, files: list[Path]) -> tuple[DataFrame, D
     return split_events(parsed_landing(spark, files))
 
 
+def inserted(changes: DataFrame | None, schema: T.StructType, spark: SparkSession) -> DataFrame:
+    """The rows a change feed inserted, in the table's columns (none when there was no commit)."""
+    if changes is None:
+        return spark.createDataFrame([], schema)
+    return changes.where(F.col("_change_type") == "insert").select(*schema.fieldNames())
+
+
 @dg.asset(
     key=BRONZE_EVENTS,
     partitions_def=event_date_partitions,
     backfill_policy=single_run,
+    op_tags=serve_first,
     group_name="bronze",
     kinds={"spark", "delta"},
     check_specs=[schema_spec(BRONZE_EVENTS)],
@@ -310,35 +302,31 @@ def bronze_usage_events(
     files = list(run_files(lake, config))
     path = lake.path("bronze", "usage_events")
     added = [f for f in files if f.name in config.appended]
-    held = held_rows(session, lake, "bronze", (("usage_events", BRONZE_SCHEMA),), ["event_id", "source_file", "event_date"])
-    appending = bool(added) and arrived_after(held, config.appended)
+    appending = arrived_after(lake, "bronze", "usage_events", [f.name for f in added])
     if appending:
-        written = appended_events(session, added, held).cache()
-        touched = lake.append_partitions(written, "bronze", "usage_events", "event_date")
-        compacted = lake.compact_partitions(session, "bronze", "usage_events", "event_date", touched)
-        context.log.info(f"bronze usage_events: {len(added)} files appended to {len(touched)} dates, {len(compacted)} compacted")
-        # The rows held before and the rows just added: what the dates hold now, without reading them again.
-        stored = held.select("event_date").unionByName(written.select("event_date")).where(
-            F.col("event_date").between(dates[0], dates[-1]))
+        # One commit inserts the files' first arrivals whose event_id bronze does not hold yet; what
+        # it inserted is read back from the change feed (only the files the commit wrote).
+        events, _, _ = landing_events(session, added)
+        lake.append_partitions(events, "bronze", "usage_events", "event_date")
+        written = collected(inserted(lake.run_changes(session, "bronze", "usage_events"), BRONZE_SCHEMA, session))
     else:
         events, _, _ = landing_events(session, files)
-        chosen = events.where(F.col("event_date").between(dates[0], dates[-1]))
-        lake.replace_partitions(chosen, "bronze", "usage_events", "event_date", dates)
-        written = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates).cache()
-        stored = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
+        written = events.where(F.col("event_date").between(dates[0], dates[-1])).cache()
+        lake.replace_partitions(written, "bronze", "usage_events", "event_date", dates)
+    per_date = {day: n for day, n in lake.partition_counts("bronze", "usage_events", "event_date").items()
+                if dates[0] <= day <= dates[-1]}
     # The schema check and the preview read the rows this run wrote; the counts cover its dates.
-    counted, previewed, preview, check = side_by_side(
-        lambda: stored.groupBy("event_date").count().collect(),
-        lambda: previews_by_date(written, "event_date"),
+    previewed, preview, check = side_by_side(
+        lambda: previews_by_date(written, "event_date", ["event_id"]),
         lambda: markdown_preview(written),
         lambda: spark_schema_result(BronzeUsageEvent, written, BRONZE_EVENTS),
     )
-    per_date = {str(day): n for day, n in counted}
     rows = sum(per_date.values())
     partition_metadata(context, BRONZE_EVENTS, None, "event_date", counts=per_date, previewed=previewed)
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            "rows_written": sum(previewed[0].values()),
             "partitions": len(dates),
             "dates_with_rows": len(per_date),
             "landing_files": len(files),
@@ -348,9 +336,9 @@ def bronze_usage_events(
         },
         check_results=[check],
     )
-    written.unpersist()
-    held.unpersist()
-    context.log.info(f"bronze usage_events: {rows} rows over {len(per_date)} of {len(dates)} dates")
+    release(written)
+    context.log.info(f"bronze usage_events: {rows} rows over {len(per_date)} of {len(dates)} dates"
+                     f" ({'appended' if appending else 'recomputed'})")
     return result
 
 
@@ -370,28 +358,69 @@ def ledger_extension(config: LandingFiles, ledger: dict[str, dict], stats: dict[
     return new if new and min(f.name for f in new) > max(ledger) else []
 
 
-def extended_rejects_and_duplicates(
-    spark: SparkSession, lake: LakeResource, new: list[Path], bronze: DataFrame
+def new_files_ledger(
+    spark: SparkSession, lake: LakeResource, new: list[Path], kept: DataFrame
 ) -> tuple[DataFrame, DataFrame]:
-    """The ledger's rejects and duplicates with those of the new files: a usable line of theirs is
-    a duplicate when bronze keeps another line under its event_id (the first arrival, from any file)."""
+    """The rejects and duplicates of files added after every file the ledger holds: their lines
+    bronze rejects, and their usable lines bronze did not keep (`kept`: the rows bronze kept of
+    them, i.e. what this run inserted), each with the line bronze keeps under its event_id: one of
+    these files', or an earlier file's (looked up in bronze only when there is one)."""
     parsed = parsed_landing(spark, new)
-    kept = bronze.select("event_id", F.col("source_file").alias("kept_source_file"), F.col("line_no").alias("kept_line_no"))
-    duplicates = (
-        parsed.where(F.col("reason").isNull())
-        .join(kept, "event_id")
-        .where((F.col("source_file") != F.col("kept_source_file")) | (F.col("line_no") != F.col("kept_line_no")))
-        .select(*DUPLICATE_SCHEMA.fieldNames())
-    )
     rejects = parsed.where(F.col("reason").isNotNull()).select(*REJECT_SCHEMA.fieldNames())
-    held_rejects = lake.read(spark, "bronze", "usage_events_rejects", REJECT_SCHEMA)
-    held_duplicates = lake.read(spark, "bronze", "usage_events_duplicates", DUPLICATE_SCHEMA)
-    return held_rejects.unionByName(rejects), held_duplicates.unionByName(duplicates)
+    dropped = parsed.where(F.col("reason").isNull()).join(kept.select("source_file", "line_no"),
+                                                          ["source_file", "line_no"], "left_anti").cache()
+    holders = kept.select("event_id", F.col("source_file").alias("kept_source_file"), F.col("line_no").alias("kept_line_no"))
+    held_before = dropped.select("event_id").distinct().join(holders.select("event_id"), "event_id", "left_anti")
+    if held_before.take(1):
+        earlier = lake.read(spark, "bronze", "usage_events", BRONZE_SCHEMA, "event_date").join(held_before, "event_id", "left_semi")
+        holders = holders.unionByName(earlier.select(
+            "event_id", F.col("source_file").alias("kept_source_file"), F.col("line_no").alias("kept_line_no")))
+    duplicates = dropped.join(holders, "event_id").select(*DUPLICATE_SCHEMA.fieldNames())
+    dropped.unpersist()
+    return rejects, duplicates
 
 
 def _count_lines(path: Path) -> int:
     with path.open("rb") as handle:
         return sum(1 for line in handle if not is_blank(line))
+
+
+EMPTY_COUNTS = {"lines_read": 0, "bronze_rows": 0, "rejects": 0, "duplicates": 0, "size": None, "mtime_ns": None,
+                "first_date": None, "last_date": None}
+
+
+def file_counts(
+    stats: dict[Path, tuple[int, int]], rejects: DataFrame, duplicates: DataFrame, kept: DataFrame,
+    held: dict[str, dict] | None = None,
+) -> dict[str, dict]:
+    """Per file of `stats`: lines read, bronze rows (`kept`), rejects and duplicates, and the first
+    and last event dates its rows, and the later copies they displaced, are stored under; files of
+    the ledger (`held`) whose rows a duplicate displaced come back with their dates widened. One
+    Spark job."""
+    per_file = {f.name: {**EMPTY_COUNTS, "lines_read": _count_lines(f), "size": size, "mtime_ns": mtime}
+                for f, (size, mtime) in stats.items()}
+    keyed = reduce(DataFrame.unionByName, [
+        kept.select(F.lit("bronze_rows").alias("what"), "source_file", "event_date"),
+        rejects.select(F.lit("rejects").alias("what"), "source_file", F.lit(None).cast("date").alias("event_date")),
+        duplicates.select(F.lit("duplicates").alias("what"), "source_file", F.lit(None).cast("date").alias("event_date")),
+        # A file rewritten in place must have the dates of the later copies its rows displaced recomputed too.
+        duplicates.select(F.lit("displaced").alias("what"), F.col("kept_source_file").alias("source_file"), "event_date"),
+    ])
+    totals = keyed.groupBy("what", "source_file").agg(F.count(F.lit(1)), F.min("event_date"), F.max("event_date"))
+    for what, name, n, first, last in sorted(totals.collect(), key=lambda row: row[0] == "displaced"):
+        if what == "displaced":
+            counts = per_file.get(name) or ({**held[name]} if name in (held or {}) else None)
+            if counts is None:
+                continue
+            widened = [d for d in (counts["first_date"], counts["last_date"], first, last) if d]
+            if (min(widened), max(widened)) != (counts["first_date"], counts["last_date"]):
+                per_file[name] = counts | {"first_date": min(widened), "last_date": max(widened)}
+            continue
+        counts = per_file.setdefault(name, dict(EMPTY_COUNTS))
+        counts[what] = n
+        if what == "bronze_rows":
+            counts |= {"first_date": first, "last_date": last}
+    return per_file
 
 
 @dg.multi_asset(
@@ -434,57 +463,63 @@ def _count_lines(path: Path) -> int:
 def usage_events_ledger(
     context: dg.AssetExecutionContext, config: LandingFiles, spark: LazyPySparkResource, lake: LakeResource
 ):
-    """Account for every landing line that bronze did not keep, and prove nothing went missing."""
+    """Account for every landing line that bronze did not keep, and prove nothing went missing.
+
+    Last in a run (nothing served reads it), it also compacts the bronze and silver partitions that
+    appended files left crowded."""
     session = spark.spark_session
     stats = run_files(lake, config)
     files = list(stats)
-    # Bronze rows are read back from disk, across every partition, so the balance covers what
-    # was actually written rather than what was meant to be.
-    bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date")
-    new = ledger_extension(config, delivered_files(lake), stats)
-    if new:
-        rejects, duplicates = extended_rejects_and_duplicates(session, lake, new, bronze)
+    ledger = delivered_files(lake)
+    new = ledger_extension(config, ledger, stats)
+    kept_now = inserted(lake.run_changes(session, "bronze", "usage_events"), BRONZE_SCHEMA, session)
+    if new and {row["source_file"] for row in kept_now.select("source_file").distinct().collect()} <= {f.name for f in new}:
+        # The new files' rows in bronze are exactly what this run inserted: their lines are
+        # accounted for from them, and the files the ledger holds keep their counts.
+        kept = kept_now.where(F.col("source_file").isin([f.name for f in new])).cache()
+        rejects, duplicates = (frame.cache() for frame in new_files_ledger(session, lake, new, kept))
+        counts = file_counts({f: stats[f] for f in new}, rejects, duplicates, kept, held=ledger)
+        rejects_path = lake.append(rejects, "bronze", "usage_events_rejects")
+        duplicates_path = lake.append(duplicates, "bronze", "usage_events_duplicates")
+        per_file = {**ledger, **counts}
+        if set(counts) <= {f.name for f in new}:
+            counts_path = lake.append(session.createDataFrame(_count_rows(counts), FILE_COUNTS_SCHEMA),
+                                      "bronze", "usage_events_file_counts")
+        else:  # a held file's dates widened: the ledger is written whole
+            counts_path = lake.write(session.createDataFrame(_count_rows(per_file), FILE_COUNTS_SCHEMA),
+                                     "bronze", "usage_events_file_counts")
+        written_as = f"extended by {len(new)} files"
         context.log.info(f"landing ledger: extended by {len(new)} files, the {len(files) - len(new)} it holds not parsed again")
     else:
+        # Bronze rows are read back from disk, across every partition, so the balance covers what
+        # was actually written rather than what was meant to be.
+        kept = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date").cache()
         _, rejects, duplicates = landing_events(session, files)
-    rejects_path = lake.write(rejects, "bronze", "usage_events_rejects")
-    duplicates_path = lake.write(duplicates, "bronze", "usage_events_duplicates")
-    rejects = lake.read(session, "bronze", "usage_events_rejects").cache()
-    duplicates = lake.read(session, "bronze", "usage_events_duplicates").cache()
-
-    empty = {"lines_read": 0, "bronze_rows": 0, "rejects": 0, "duplicates": 0, "size": None, "mtime_ns": None,
-             "first_date": None, "last_date": None}
-    per_file = {f.name: {**empty, "lines_read": _count_lines(f), "size": size, "mtime_ns": mtime}
-                for f, (size, mtime) in stats.items()}
-    for column, frame in (("rejects", rejects), ("duplicates", duplicates)):
-        for row in frame.groupBy("source_file").count().collect():
-            per_file.setdefault(row[0], dict(empty))[column] = row[1]
-    # The dates a file's rows are stored under, and those of the later copies its rows displaced:
-    # a file rewritten in place must have both recomputed. One pass over bronze counts and dates.
-    displaced = duplicates.groupBy(F.col("kept_source_file").alias("source_file")).agg(
-        F.min("event_date").alias("first"), F.max("event_date").alias("last"))
-    for row in bronze.groupBy("source_file").agg(F.count("*"), F.min("event_date"), F.max("event_date")).collect():
-        per_file.setdefault(row[0], dict(empty)).update(bronze_rows=row[1], first_date=row[2], last_date=row[3])
-    for row in displaced.collect():
-        if row[0] in per_file:
-            dates = [d for d in (per_file[row[0]]["first_date"], per_file[row[0]]["last_date"], row[1], row[2]) if d]
-            per_file[row[0]] |= {"first_date": min(dates), "last_date": max(dates)}
-    columns = [c.split()[0] for c in FILE_COUNTS_SCHEMA.split(",")]
-    counts = session.createDataFrame(
-        [(name, *[c[column] for column in columns[1:]]) for name, c in sorted(per_file.items())], FILE_COUNTS_SCHEMA
-    )
-    counts_path = lake.write(counts, "bronze", "usage_events_file_counts")
+        rejects, duplicates = rejects.cache(), duplicates.cache()
+        rejects_path = lake.write(rejects, "bronze", "usage_events_rejects")
+        duplicates_path = lake.write(duplicates, "bronze", "usage_events_duplicates")
+        per_file = file_counts(stats, rejects, duplicates, kept)
+        counts_path = lake.write(session.createDataFrame(_count_rows(per_file), FILE_COUNTS_SCHEMA),
+                                 "bronze", "usage_events_file_counts")
+        written_as = "recomputed from every file"
+    compacted = {layer_table: lake.compact_partitions(session, *layer_table.split("/"), "event_date")
+                 for layer_table in ("bronze/usage_events", "silver/usage_events", "silver/usage_events_quarantine")}
 
     reasons = {r[0]: r[1] for r in rejects.groupBy("reason").count().collect()}
-    n_rejects = sum(reasons.values())
-    n_duplicates = duplicates.count()
+    n_rejects = sum(c["rejects"] for c in per_file.values())
+    n_duplicates = sum(c["duplicates"] for c in per_file.values())
+    reject_check, duplicate_check, preview = side_by_side(
+        lambda: spark_schema_result(BronzeReject, rejects, REJECTS),
+        lambda: spark_schema_result(BronzeDuplicate, duplicates, DUPLICATES),
+        lambda: markdown_preview(rejects),
+    )
     yield dg.MaterializeResult(
         asset_key=REJECTS,
         metadata={
             "dagster/row_count": n_rejects,
-            "by_reason": dg.MetadataValue.json(reasons),
+            "by_reason_in_files_read": dg.MetadataValue.json(reasons),
             **lake.location(rejects_path),
-            "preview": dg.MetadataValue.md(markdown_preview(rejects)),
+            "preview": dg.MetadataValue.md(preview),
         },
     )
     yield dg.MaterializeResult(
@@ -497,21 +532,27 @@ def usage_events_ledger(
         metadata={
             "dagster/row_count": len(per_file),
             **totals,
-            "written_as": f"extended by {len(new)} files" if new else "recomputed from every file",
+            "written_as": written_as,
+            "compacted_partitions": dg.MetadataValue.json({k: len(v) for k, v in compacted.items()}),
             **lake.location(counts_path),
         },
     )
-    yield spark_schema_result(BronzeReject, rejects, REJECTS)
-    yield spark_schema_result(BronzeDuplicate, duplicates, DUPLICATES)
+    yield reject_check
+    yield duplicate_check
     yield equality_result(
         "conservation",
         FILE_COUNTS,
         expected={name: c["lines_read"] for name, c in per_file.items()},
         actual={name: c["bronze_rows"] + c["rejects"] + c["duplicates"] for name, c in per_file.items()},
     )
-    rejects.unpersist()
-    duplicates.unpersist()
+    for frame in (rejects, duplicates, kept):
+        frame.unpersist()
     context.log.info(
-        f"landing ledger: {totals['lines_read']} lines in {len(files)} files = {totals['bronze_rows']} bronze"
+        f"landing ledger: {totals['lines_read']} lines in {len(per_file)} files = {totals['bronze_rows']} bronze"
         f" + {totals['rejects']} rejects + {totals['duplicates']} duplicates"
     )
+
+
+def _count_rows(per_file: dict[str, dict]) -> list[tuple]:
+    columns = [c.split()[0] for c in FILE_COUNTS_SCHEMA.split(",")]
+    return [(name, *[c[column] for column in columns[1:]]) for name, c in sorted(per_file.items())]

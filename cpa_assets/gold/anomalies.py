@@ -13,8 +13,9 @@ from pyspark.sql import functions as F
 
 from cpa_assets.charts import cost_with_anomalies
 from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
-from cpa_assets.metadata import chart_metadata, partition_metadata
-from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA
+from cpa_assets.metadata import chart_metadata, partition_metadata, side_by_side
+from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, few_orgs, new_state, scope
+from cpa_assets.increments import Mode, UsageRun, upstream
 from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, anomaly_baseline_window, event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
 
@@ -140,8 +141,11 @@ def detect_cost_anomalies(daily: DataFrame) -> DataFrame:
     return scored.select("*", *flags).select(*COST_ANOMALIES_SCHEMA.fieldNames())
 
 
-def date_metadata(context: dg.AssetExecutionContext, written: DataFrame, flagged: DataFrame) -> None:
-    """Each date's own rows, judged rows, flags per detector and flagged preview; the chart of the run's cells."""
+def date_metadata(context: dg.AssetExecutionContext, lake: LakeResource, written: DataFrame, chart: bool) -> dict:
+    """Each date's own rows (from the table's log), judged rows, flags per detector and flagged
+    preview (of the rows written); the chart of the run's cells when it recomputed them. The
+    totals over the rows written."""
+    dates = context.partition_keys
     flags = list(DETECTORS)
     per_date = {
         str(r["usage_date"]): r
@@ -155,11 +159,19 @@ def date_metadata(context: dg.AssetExecutionContext, written: DataFrame, flagged
         day: {"rows_judged": r["judged"], "flagged": dg.MetadataValue.json({flag: r[flag] for flag in flags})}
         for day, r in per_date.items()
     }
-    counts = {day: r["rows"] for day, r in per_date.items()}
+    counts = {d: n for d, n in lake.partition_counts("gold", "cost_anomalies", "usage_date").items() if dates[0] <= d <= dates[-1]}
+    flagged = written.where(F.greatest(*[F.col(flag) for flag in flags]))
     partition_metadata(context, COST_ANOMALIES, flagged, "usage_date", counts=counts, extra=figures,
                        order=[F.desc("robust_zscore"), "org_id", "service"])
-    cells = written.select("usage_date", "daily_cost_usd", *flags).toPandas()
-    chart_metadata(context, COST_ANOMALIES, cost_with_anomalies(cells), "P6 daily cost with the anomaly flags")
+    if chart:
+        cells = written.select("usage_date", "daily_cost_usd", *flags).toPandas()
+        chart_metadata(context, COST_ANOMALIES, cost_with_anomalies(cells), "P6 daily cost with the anomaly flags")
+    return {
+        "rows": sum(counts.values()),
+        "written": sum(r["rows"] for r in per_date.values()),
+        "judged": sum(r["judged"] for r in per_date.values()),
+        **{flag: sum(r[flag] for r in per_date.values()) for flag in flags},
+    }
 
 
 def _days(first: dt.date, last: dt.date) -> list[str]:
@@ -175,37 +187,59 @@ def _days(first: dt.date, last: dt.date) -> list[str]:
     kinds={"spark", "delta"},
     check_specs=[schema_spec(COST_ANOMALIES)],
 )
-def cost_anomalies(context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource) -> dg.MaterializeResult:
+def cost_anomalies(
+    context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource
+) -> dg.MaterializeResult:
     """Every org × service × usage_date of the daily usage mart with its trailing baseline (the 28
     earlier days that have a row: count, mean, std, median, MAD, p99), the three scores and one flag
     per detector: `is_anomaly_zscore` (z > 8), `is_anomaly_mad` (robust z > 10) and `is_anomaly_p99`
-    (cost > 1.5 × p99). With fewer than 7 earlier days nothing is flagged (P6)."""
+    (cost > 1.5 × p99). With fewer than 7 earlier days nothing is flagged (P6). A stream run judges
+    again only the org × service series whose daily rows it changed, on the days whose baseline
+    holds one of them."""
     dates = context.partition_keys
-    first, last = dt.date.fromisoformat(dates[0]), dt.date.fromisoformat(dates[-1])
     session = spark.spark_session
-    window_days = _days(first - dt.timedelta(days=ANOMALY_BASELINE_DAYS), last)
-    daily = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", window_days)
-    scored = detect_cost_anomalies(daily).where(F.col("usage_date").between(first, last))
-    path = lake.replace_partitions(scored, "gold", "cost_anomalies", "usage_date", dates)
-    written = lake.read(session, "gold", "cost_anomalies", COST_ANOMALIES_SCHEMA, "usage_date", dates).cache()
+    daily_side = upstream(config, lake, session, "gold", "org_daily_usage_by_service")
+    path = lake.path("gold", "cost_anomalies")
+    if daily_side.mode is Mode.INCREMENT:
+        if daily_side.changes is not None:
+            changed = daily_side.changes.select("org_id", "service", "usage_date").distinct().collect()
+            orgs, services = sorted({row[0] for row in changed}), sorted({row[1] for row in changed if row[1] is not None})
+            first = min(row[2] for row in changed)
+            last = min(max(row[2] for row in changed) + dt.timedelta(days=ANOMALY_BASELINE_DAYS), dt.date.fromisoformat(dates[-1]))
+            daily = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date",
+                              _days(first - dt.timedelta(days=ANOMALY_BASELINE_DAYS), last))
+            within = f"usage_date >= '{first}' AND usage_date <= '{last}'"  # Delta's replaceWhere fails on BETWEEN
+            # Scoped to the changed series (a superset: every org × service of them), unless too many to name.
+            if few_orgs(lake, orgs) and all(row[1] is not None for row in changed):
+                daily = daily.where(F.col("org_id").isin(orgs) & F.col("service").isin(services))
+                within += f" AND {scope('org_id', orgs)} AND {scope('service', services)}"
+            scored = detect_cost_anomalies(daily).where(F.col("usage_date").between(first, last))
+            lake.replace_where(scored, "gold", "cost_anomalies", "usage_date", within)
+        written = new_state(lake.run_changes(session, "gold", "cost_anomalies"), COST_ANOMALIES_SCHEMA, session).cache()
+    else:
+        first, last = dt.date.fromisoformat(dates[0]), dt.date.fromisoformat(dates[-1])
+        window_days = _days(first - dt.timedelta(days=ANOMALY_BASELINE_DAYS), last)
+        daily = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", window_days)
+        written = detect_cost_anomalies(daily).where(F.col("usage_date").between(first, last)).cache()
+        lake.replace_partitions(written, "gold", "cost_anomalies", "usage_date", dates)
     flags = list(DETECTORS)
-    counts = written.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count(F.when(F.col("baseline_days") >= MIN_BASELINE_DAYS, True)).alias("judged"),
-        *[F.count(F.when(F.col(flag), True)).alias(flag) for flag in flags],
-    ).first()
-    flagged = written.where(F.greatest(*[F.col(flag) for flag in flags])).orderBy(F.desc("robust_zscore"))
-    date_metadata(context, written, flagged)
+    totals, preview, check = side_by_side(
+        lambda: date_metadata(context, lake, written, chart=daily_side.mode is Mode.RECOMPUTE),
+        lambda: markdown_preview(written.where(F.greatest(*[F.col(flag) for flag in flags])).orderBy(F.desc("robust_zscore"))),
+        lambda: spark_schema_result(CostAnomaly, written, COST_ANOMALIES),
+    )
     result = dg.MaterializeResult(
         metadata={
-            "dagster/row_count": counts["rows"],
-            "rows_judged": counts["judged"],
-            "flagged": dg.MetadataValue.json({flag: counts[flag] for flag in flags}),
+            "dagster/row_count": totals["rows"],
+            "rows_written": totals["written"],
+            "rows_judged": totals["judged"],
+            "flagged": dg.MetadataValue.json({flag: totals[flag] for flag in flags}),
+            "written_as": daily_side.mode.value,
             "partitions": len(dates),
             **lake.location(path),
-            "preview": dg.MetadataValue.md(markdown_preview(flagged)),
+            "preview": dg.MetadataValue.md(preview),
         },
-        check_results=[spark_schema_result(CostAnomaly, written, COST_ANOMALIES)],
+        check_results=[check],
     )
     written.unpersist()
     return result

@@ -9,7 +9,9 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
-from cpa_assets.metadata import partition_metadata
+from cpa_assets.gold.usage import increment_cells, new_state
+from cpa_assets.increments import Mode, UsageRun, upstream
+from cpa_assets.metadata import collected, partition_metadata, previews_by_date, release, side_by_side
 from cpa_assets.partitions import event_date_partitions, single_run
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
@@ -51,6 +53,10 @@ def daily_genai_usage(silver: DataFrame) -> DataFrame:
     )
 
 
+GENAI_CELL = ["org_id", "usage_date"]
+GENAI_MEASURES = ["genai_tokens", "genai_cost_usd", "genai_events"]
+
+
 @dg.asset(
     key=GENAI_TOKENS,
     deps=[SILVER_EVENTS],
@@ -61,28 +67,44 @@ def daily_genai_usage(silver: DataFrame) -> DataFrame:
     check_specs=[schema_spec(GENAI_TOKENS)],
 )
 def genai_tokens_by_org_date(
-    context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """GenAI usage per org × usage_date (P5): genai_tokens, genai_cost_usd (estimated from the
     cost increments of `genai` events) and genai_events (events with genai_tokens > 0).
 
-    Only events of the `genai` service count; tokens flagged on other services (EV-06) do not."""
+    Only events of the `genai` service count; tokens flagged on other services (EV-06) do not. A
+    stream run that added genai events updates only the org × dates they reach."""
     dates = context.partition_keys
     session = spark.spark_session
-    silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
-    path = lake.replace_partitions(
-        daily_genai_usage(silver), "gold", "genai_tokens_by_org_date", "usage_date", dates
+    silver_side = upstream(config, lake, session, "silver", "usage_events")
+    path = lake.path("gold", "genai_tokens_by_org_date")
+    if silver_side.mode is Mode.INCREMENT:
+        if silver_side.changes is not None:
+            increment_cells(lake, session, silver_side.changes, "genai_tokens_by_org_date", GENAI_CELL, daily_genai_usage,
+                            GENAI_MEASURES, where=F.col("service") == GENAI_SERVICE)
+        written = collected(new_state(lake.run_changes(session, "gold", "genai_tokens_by_org_date"), GENAI_TOKENS_SCHEMA, session))
+    else:
+        silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
+        written = daily_genai_usage(silver).cache()
+        lake.replace_partitions(written, "gold", "genai_tokens_by_org_date", "usage_date", dates)
+    counts = {d: n for d, n in lake.partition_counts("gold", "genai_tokens_by_org_date", "usage_date").items()
+              if dates[0] <= d <= dates[-1]}
+    previewed, preview, check = side_by_side(
+        lambda: previews_by_date(written, "usage_date", ["org_id"]),
+        lambda: markdown_preview(written),
+        lambda: spark_schema_result(GenaiTokens, written, GENAI_TOKENS),
     )
-    written = lake.read(session, "gold", "genai_tokens_by_org_date", GENAI_TOKENS_SCHEMA, "usage_date", dates).cache()
-    rows = sum(partition_metadata(context, GENAI_TOKENS, written, "usage_date", order=["org_id"]).values())
+    rows = sum(partition_metadata(context, GENAI_TOKENS, None, "usage_date", counts=counts, previewed=previewed).values())
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            "rows_written": sum(previewed[0].values()),
+            "written_as": silver_side.mode.value,
             "partitions": len(dates),
             **lake.location(path),
-            "preview": dg.MetadataValue.md(markdown_preview(written)),
+            "preview": dg.MetadataValue.md(preview),
         },
-        check_results=[spark_schema_result(GenaiTokens, written, GENAI_TOKENS)],
+        check_results=[check],
     )
-    written.unpersist()
+    release(written)
     return result

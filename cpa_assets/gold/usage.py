@@ -4,6 +4,7 @@
 import datetime as dt
 
 import dagster as dg
+import pandas as pd
 import pandera.pyspark as pa
 import pyspark.sql.types as T
 from dagster_pyspark import LazyPySparkResource
@@ -12,9 +13,11 @@ from pyspark.sql import functions as F
 
 from cpa_assets.charts import daily_cost_per_service
 from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
-from cpa_assets.metadata import chart_metadata, partition_metadata, previews_by_date, side_by_side
+from cpa_assets.metadata import chart_metadata, collected, partition_metadata, previews_by_date, release, side_by_side
 from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partitions, serve_first, single_run, top_services_window
+from cpa_assets.increments import Mode, UsageRun, upstream
 from cpa_assets.preview import markdown_preview
+from cpa_assets.bronze.usage import inserted
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
 
 from cpa_resources import LakeResource
@@ -44,6 +47,8 @@ class TopService(pa.DataFrameModel):
 
 
 DAILY_USAGE_SCHEMA = spark_schema(DailyUsage)
+# The columns of a cell that are sums over its events: a cell's new events add to them.
+MEASURES = ["daily_cost_usd", "requests", "cpu_hours", "storage_gb_hours", "genai_tokens", "carbon_kg", "event_count"]
 TOP_SERVICES_SCHEMA = spark_schema(TopService)
 
 
@@ -95,6 +100,55 @@ def _days(first: str, last: str) -> list[str]:
     return [(start + dt.timedelta(days=i)).isoformat() for i in range((end - start).days + 1)]
 
 
+CELL = ["org_id", "usage_date", "service"]
+
+
+def reached_cells(changes: DataFrame) -> DataFrame:
+    """The org × usage_date × service cells that silver rows changed in this run."""
+    return changes.select("org_id", F.col("event_date").alias("usage_date"), "service").distinct()
+
+
+def rows_of_cells(silver: DataFrame, cells: DataFrame, cell: list[str]) -> DataFrame:
+    """The silver rows of the given cells (null-safe: an unknown service is a cell too)."""
+    keyed = silver.withColumn("usage_date", F.col("event_date"))
+    condition = [keyed[c].eqNullSafe(cells[c]) for c in cell]
+    return keyed.join(F.broadcast(cells), condition, "left_semi").drop("usage_date")
+
+
+def new_state(changes: DataFrame | None, schema, spark) -> DataFrame:
+    """The rows a change feed left in the table (inserted, or updated to), in the table's columns."""
+    if changes is None:
+        return spark.createDataFrame([], schema)
+    return changes.where(F.col("_change_type").isin("insert", "update_postimage")).select(*schema.fieldNames())
+
+
+def silver_cells(lake: LakeResource, spark, changes: DataFrame, cell: list[str], where=None) -> tuple[DataFrame, list[str]]:
+    """The silver rows of every cell the changes reach (cell: org_id, usage_date and maybe service;
+    `where`: which changed rows count), read from the dates they reach only; and those dates."""
+    changed = changes if where is None else changes.where(where)
+    cells = changed.withColumn("usage_date", F.col("event_date")).select(*cell).distinct().cache()
+    days = sorted(str(row[0]) for row in cells.select("usage_date").distinct().collect())
+    silver = lake.read(spark, "silver", "usage_events", SILVER_SCHEMA, "event_date", days)
+    if where is not None:
+        silver = silver.where(where)
+    return rows_of_cells(silver, cells, cell), days
+
+
+def increment_cells(lake: LakeResource, spark, changes: DataFrame, table: str, cell: list[str], aggregate,
+                    measures: list[str], where=None) -> None:
+    """Bring the gold cells that this run's new silver rows reach up to date, in one MERGE: each
+    reached cell gets the sums of its new rows added (the rows are new events, the measures sums),
+    a new cell is inserted. If this run (or the run it re-executes) has already merged into the
+    table, adding again would count twice: the reached cells are recomputed from all their silver
+    rows instead."""
+    if lake.run_commits("gold", table):
+        rows, _ = silver_cells(lake, spark, changes, cell, where)
+        lake.upsert(aggregate(rows), "gold", table, cell, "usage_date")
+        return
+    new = inserted(changes, SILVER_SCHEMA, spark)
+    lake.upsert(aggregate(new if where is None else new.where(where)), "gold", table, cell, "usage_date", add=measures)
+
+
 @dg.asset(
     key=DAILY_USAGE,
     deps=[SILVER_EVENTS],
@@ -106,35 +160,66 @@ def _days(first: str, last: str) -> list[str]:
     check_specs=[schema_spec(DAILY_USAGE)],
 )
 def org_daily_usage_by_service(
-    context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """Cost and usage per org × usage_date × service: daily_cost_usd, requests, cpu_hours,
-    storage_gb_hours, genai_tokens, carbon_kg and event_count, from silver events only (P1)."""
+    storage_gb_hours, genai_tokens, carbon_kg and event_count, from silver events only (P1).
+
+    A stream run that added events updates only the cells they reach (their sums grow by the new
+    events'); any other run recomputes its dates."""
     dates = context.partition_keys
     session = spark.spark_session
-    silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
-    path = lake.replace_partitions(daily_usage(silver), "gold", "org_daily_usage_by_service", "usage_date", dates)
-    written = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", dates).cache()
-    per_service = written.groupBy("usage_date", "service").agg(F.sum("daily_cost_usd").alias("daily_cost_usd")).toPandas()
-    previewed, preview, check, chart = side_by_side(
+    silver_side = upstream(config, lake, session, "silver", "usage_events")
+    path = lake.path("gold", "org_daily_usage_by_service")
+    if silver_side.mode is Mode.INCREMENT:
+        if silver_side.changes is not None:
+            increment_cells(lake, session, silver_side.changes, "org_daily_usage_by_service", CELL, daily_usage, MEASURES)
+        written = collected(new_state(lake.run_changes(session, "gold", "org_daily_usage_by_service"), DAILY_USAGE_SCHEMA, session))
+        chart = None
+    else:
+        silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
+        written = daily_usage(silver).cache()
+        lake.replace_partitions(written, "gold", "org_daily_usage_by_service", "usage_date", dates)
+        chart = written.groupBy("usage_date", "service").agg(F.sum("daily_cost_usd").alias("daily_cost_usd"))
+    counts = {d: n for d, n in lake.partition_counts("gold", "org_daily_usage_by_service", "usage_date").items()
+              if dates[0] <= d <= dates[-1]}
+    previewed, preview, check, png = side_by_side(
         lambda: previews_by_date(written, "usage_date", ["org_id", "service"]),
         lambda: markdown_preview(written),
         lambda: spark_schema_result(DailyUsage, written, DAILY_USAGE),
-        lambda: daily_cost_per_service(per_service),
+        lambda: chart is not None and daily_cost_per_service(chart.toPandas()),
     )
-    rows = sum(partition_metadata(context, DAILY_USAGE, None, "usage_date", previewed=previewed).values())
+    rows = sum(partition_metadata(context, DAILY_USAGE, None, "usage_date", counts=counts, previewed=previewed).values())
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            "rows_written": sum(previewed[0].values()),
+            "written_as": silver_side.mode.value,
             "partitions": len(dates),
             **lake.location(path),
             "preview": dg.MetadataValue.md(preview),
         },
         check_results=[check],
     )
-    chart_metadata(context, DAILY_USAGE, chart, "P1 daily cost per service (USD)")
-    written.unpersist()
+    if png:
+        chart_metadata(context, DAILY_USAGE, png, "P1 daily cost per service (USD)")
+    release(written)
     return result
+
+
+def few_orgs(lake: LakeResource, orgs: list[str]) -> bool:
+    """Whether a stream run's change reaches few enough orgs that replacing just their rows beats
+    replacing whole dates: at most half the orgs there are (and not more than a predicate holds).
+    Rewriting a date's file around the rows of most of its orgs costs more than writing it anew."""
+    return len(orgs) <= min(MAX_SCOPED_ORGS, lake.row_count("bronze", "customers_orgs") // 2)
+
+
+MAX_SCOPED_ORGS = 2000
+
+
+def scope(column: str, values: list[str]) -> str:
+    quoted = ", ".join("'" + str(value).replace("'", "''") + "'" for value in values)
+    return f"{column} IN ({quoted})"
 
 
 @dg.asset(
@@ -147,28 +232,56 @@ def org_daily_usage_by_service(
     check_specs=[schema_spec(TOP_SERVICES)],
 )
 def org_top_services_14d(
-    context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """Services of each org ranked by total cost over the 14 days ending on `as_of_date` (P2).
 
     All ranked services are kept; "top N" is the first N ranks. Days before the first data day
-    contribute nothing, so early windows are shorter."""
+    contribute nothing, so early windows are shorter. A stream run re-ranks only the orgs and
+    as_of dates whose window holds a daily row it changed."""
     dates = context.partition_keys
     session = spark.spark_session
-    window_days = _days(_window_start(dates[0]), dates[-1])
-    daily = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", window_days)
-    ranked = top_services(daily, dates[0], dates[-1])
-    path = lake.replace_partitions(ranked, "gold", "org_top_services_14d", "as_of_date", dates)
-    written = lake.read(session, "gold", "org_top_services_14d", TOP_SERVICES_SCHEMA, "as_of_date", dates).cache()
-    rows = sum(partition_metadata(context, TOP_SERVICES, written, "as_of_date", order=["org_id", "rank"]).values())
+    daily_side = upstream(config, lake, session, "gold", "org_daily_usage_by_service")
+    path = lake.path("gold", "org_top_services_14d")
+    if daily_side.mode is Mode.INCREMENT:
+        if daily_side.changes is not None:
+            changed = daily_side.changes.select("org_id", "usage_date").distinct().collect()
+            orgs = sorted({row[0] for row in changed})
+            first = min(str(row[1]) for row in changed)
+            last = min((dt.date.fromisoformat(max(str(row[1]) for row in changed))
+                        + dt.timedelta(days=TOP_SERVICES_WINDOW_DAYS - 1)).isoformat(), dates[-1])
+            daily = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date",
+                              _days(_window_start(first), last))
+            within = f"as_of_date >= '{first}' AND as_of_date <= '{last}'"  # Delta's replaceWhere fails on BETWEEN
+            if few_orgs(lake, orgs):
+                daily = daily.where(F.col("org_id").isin(orgs))
+                within += f" AND {scope('org_id', orgs)}"
+            lake.replace_where(top_services(daily, first, last), "gold", "org_top_services_14d", "as_of_date", within)
+        written = collected(new_state(lake.run_changes(session, "gold", "org_top_services_14d"), TOP_SERVICES_SCHEMA, session))
+    else:
+        window_days = _days(_window_start(dates[0]), dates[-1])
+        daily = lake.read(session, "gold", "org_daily_usage_by_service", DAILY_USAGE_SCHEMA, "usage_date", window_days)
+        written = top_services(daily, dates[0], dates[-1]).cache()
+        lake.replace_partitions(written, "gold", "org_top_services_14d", "as_of_date", dates)
+    counts = {d: n for d, n in lake.partition_counts("gold", "org_top_services_14d", "as_of_date").items()
+              if dates[0] <= d <= dates[-1]}
+    previewed, preview, check = side_by_side(
+        lambda: previews_by_date(written, "as_of_date", ["org_id", "rank"]),
+        lambda: markdown_preview(written.sort_values(["org_id", "as_of_date", "rank"]) if isinstance(written, pd.DataFrame)
+                                 else written.orderBy("org_id", "as_of_date", "rank")),
+        lambda: spark_schema_result(TopService, written, TOP_SERVICES),
+    )
+    rows = sum(partition_metadata(context, TOP_SERVICES, None, "as_of_date", counts=counts, previewed=previewed).values())
     result = dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
+            "rows_written": sum(previewed[0].values()),
+            "written_as": daily_side.mode.value,
             "partitions": len(dates),
             **lake.location(path),
-            "preview": dg.MetadataValue.md(markdown_preview(written.orderBy("org_id", "as_of_date", "rank"))),
+            "preview": dg.MetadataValue.md(preview),
         },
-        check_results=[spark_schema_result(TopService, written, TOP_SERVICES)],
+        check_results=[check],
     )
-    written.unpersist()
+    release(written)
     return result

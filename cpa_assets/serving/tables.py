@@ -27,6 +27,7 @@ from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_pa
 from cpa_assets.gold.batch import REVENUE_BY_MONTH, REVENUE_SCHEMA, TICKETS_BY_DATE, TICKETS_SCHEMA
 from cpa_assets.gold.anomalies import COST_ANOMALIES, COST_ANOMALIES_SCHEMA
 from cpa_assets.gold.genai import GENAI_TOKENS, GENAI_TOKENS_SCHEMA
+from cpa_assets.increments import UsageRun
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, TOP_SERVICES, TOP_SERVICES_SCHEMA
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 
@@ -44,6 +45,8 @@ SERVING_RETRIES = dg.RetryPolicy(max_retries=5, delay=2, backoff=dg.Backoff.EXPO
 # default 5 KiB batch warning for rows of this size.
 BATCH_ROWS = 40
 CONCURRENCY = 64
+# Reading back more partitions than this, one query each, is slower than one scan of the table.
+MAX_PARTITION_READS = 1000
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,13 @@ class ServingTable:
     clustering: tuple[str, ...]
     partitions_def: dg.PartitionsDefinition
     question: str
-    # Only gold rows matching this SQL condition are served (e.g. the flagged ones for P6).
-    served_rows: str = ""
+    # Only gold rows with one of these flags set are served (P6: the flagged rows); empty: every row.
+    served_if_any: tuple[str, ...] = ()
+
+    @property
+    def served_rows(self) -> str:
+        """The SQL condition of the gold rows served ("" for every row)."""
+        return " OR ".join(self.served_if_any)
 
     @property
     def key(self) -> dg.AssetKey:
@@ -147,7 +155,7 @@ SERVING_TABLES = (
         clustering=("org_id", "service"),
         partitions_def=event_date_partitions,
         question="P6: the cost anomalies of a day",
-        served_rows="is_anomaly_zscore OR is_anomaly_mad OR is_anomaly_p99",
+        served_if_any=("is_anomaly_zscore", "is_anomaly_mad", "is_anomaly_p99"),
     ),
 )
 
@@ -187,16 +195,12 @@ def date_slices(session: Session, table: ServingTable, name: str, dates: list[dt
     return where, [(*p, min(dates), max(dates)) for p in partitions]
 
 
-def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.DataFrame, dates: list[dt.date]) -> dict:
-    """Make the table hold exactly `rows` for `dates` (all rows fall in `dates`).
-
-    The new rows are written first with timestamp t+1, then everything the table held for those
-    dates is deleted with timestamp t: the delete cannot touch the new rows, and a reader never
-    sees a date emptied while it is being replaced."""
-    stamp = int(time.time() * 1_000_000)
+def write_rows(session: Session, table: ServingTable, name: str, rows: pd.DataFrame, stamp: int) -> int:
+    """Upsert rows with a client timestamp, in unlogged batches that each hold one partition's rows;
+    the number of batches."""
     insert = session.prepare(
         f"INSERT INTO {name} ({', '.join(table.columns)}) VALUES ({', '.join('?' for _ in table.columns)})"
-        f" USING TIMESTAMP {stamp + 1}"
+        f" USING TIMESTAMP {stamp}"
     )
     by_partition: dict[tuple, list[tuple]] = defaultdict(list)
     key_positions = [table.columns.index(c) for c in table.partition_key]
@@ -210,11 +214,21 @@ def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.Dat
                 batch.add(insert, row)
             batches.append((batch, ()))
     execute_concurrent(session, batches, concurrency=CONCURRENCY, raise_on_first_error=True)
+    return len(batches)
 
+
+def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.DataFrame, dates: list[dt.date]) -> dict:
+    """Make the table hold exactly `rows` for `dates` (all rows fall in `dates`).
+
+    The new rows are written first with timestamp t+1, then everything the table held for those
+    dates is deleted with timestamp t: the delete cannot touch the new rows, and a reader never
+    sees a date emptied while it is being replaced."""
+    stamp = int(time.time() * 1_000_000)
+    batches = write_rows(session, table, name, rows, stamp + 1)
     where, stale = date_slices(session, table, name, dates)
     delete = session.prepare(f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {where}")
     execute_concurrent_with_args(session, delete, stale, concurrency=CONCURRENCY, raise_on_first_error=True)
-    return {"rows_written": len(rows), "batches": len(batches), "partitions_cleared_of_older_rows": len(stale)}
+    return {"rows_written": len(rows), "batches": batches, "partitions_cleared_of_older_rows": len(stale)}
 
 
 def read_dates(session: Session, table: ServingTable, name: str, dates: list[dt.date]) -> pd.DataFrame:
@@ -232,6 +246,64 @@ def read_dates(session: Session, table: ServingTable, name: str, dates: list[dt.
         results = execute_concurrent_with_args(session, select, args, concurrency=CONCURRENCY, raise_on_first_error=True)
         rows = [r for outcome in results for r in outcome.result_or_exc]
     return pd.DataFrame([tuple(_plain(v) for v in row) for row in rows], columns=table.columns, dtype=object)
+
+
+def final_state(table: ServingTable, changes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What a gold table's change feed leaves for each key it touched: (rows to serve, keys to
+    delete). A key's last commit decides; within one commit a row inserted or updated to wins over
+    its deletion (a replaced row is deleted and inserted again). A row not served (P6's unflagged
+    rows) is a key to delete."""
+    present = changes["_change_type"].isin(["insert", "update_postimage"])
+    latest = changes.groupby(table.primary_key, dropna=False)["_commit_version"].transform("max")
+    last = changes[changes["_commit_version"] == latest].assign(_present=present)
+    last = last.sort_values("_present").drop_duplicates(table.primary_key, keep="last")
+    served = last["_present"].astype(bool)
+    if table.served_if_any:
+        served &= last[list(table.served_if_any)].fillna(False).astype(bool).any(axis=1)
+    rows = last.loc[served, table.columns].reset_index(drop=True)
+    gone = last.loc[~served, table.primary_key].reset_index(drop=True)
+    return rows, gone
+
+
+def apply_changes(session: Session, table: ServingTable, name: str, rows: pd.DataFrame, gone: pd.DataFrame) -> dict:
+    """Upsert `rows` and delete the keys of `gone`: writes at t+1, deletes at t, as `replace_dates`."""
+    stamp = int(time.time() * 1_000_000)
+    batches = write_rows(session, table, name, rows, stamp + 1)
+    delete = session.prepare(f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {_where(table.primary_key)}")
+    execute_concurrent_with_args(session, delete, _to_python(gone[table.primary_key]), concurrency=CONCURRENCY,
+                                 raise_on_first_error=True)
+    return {"rows_written": len(rows), "batches": batches, "rows_deleted": len(gone)}
+
+
+def read_keys(session: Session, table: ServingTable, name: str, keys: pd.DataFrame, table_rows: int) -> pd.DataFrame:
+    """The rows the table holds for the given primary keys (absent keys give no row): one query per
+    partition they fall in (over the dates they span, where the date is a clustering column), or
+    one scan of the table when the keys are a good part of its `table_rows` anyway."""
+    if keys.empty:
+        return pd.DataFrame(columns=table.columns, dtype=object)
+    partitions = keys.groupby(list(table.partition_key), dropna=False)
+    wanted = keys[table.primary_key].astype(object).drop_duplicates()
+    if partitions.ngroups > MAX_PARTITION_READS and len(wanted) * 4 > table_rows:
+        # Thousands of partitions (P2 is org × day) holding much of the table: one paged scan beats reading each.
+        rows = pd.DataFrame([tuple(_plain(v) for v in row) for row in session.execute(f"SELECT {', '.join(table.columns)} FROM {name}")],
+                            columns=table.columns, dtype=object)
+        return rows.merge(wanted, on=table.primary_key, how="inner")[table.columns]
+    if table.date_in_partition_key:
+        where, args = _where(table.partition_key), [tuple(p) if isinstance(p, tuple) else (p,) for p in partitions.groups]
+    else:
+        where = f"{_where(table.partition_key)} AND {table.date_column} >= ? AND {table.date_column} <= ?"
+        spans = partitions[table.date_column].agg(["min", "max"])
+        args = [(*(p if isinstance(p, tuple) else (p,)), low, high) for p, (low, high) in spans.iterrows()]
+    select = session.prepare(f"SELECT {', '.join(table.columns)} FROM {name} WHERE {where}")
+    results = execute_concurrent_with_args(session, select, [tuple(_python(v) for v in a) for a in args],
+                                           concurrency=CONCURRENCY, raise_on_first_error=True)
+    rows = pd.DataFrame([tuple(_plain(v) for v in row) for outcome in results for row in outcome.result_or_exc],
+                        columns=table.columns, dtype=object)
+    return rows.merge(wanted, on=table.primary_key, how="inner")[table.columns]
+
+
+def _python(value):
+    return value.item() if hasattr(value, "item") else value
 
 
 def same_rows(table: ServingTable, gold: pd.DataFrame, served: pd.DataFrame) -> dict[str, int]:
@@ -269,29 +341,45 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         ],
     )
     def _asset(
-        context: dg.AssetExecutionContext, spark: LazyPySparkResource, lake: LakeResource, cassandra: CassandraResource
+        context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource,
+        cassandra: CassandraResource,
     ):
         keys = context.partition_keys
         dates = [dt.date.fromisoformat(k) for k in keys]
         gold_table = table.gold.path[-1]
-        gold = lake.read(spark.spark_session, "gold", gold_table, table.gold_schema, table.date_column, keys)
-        gold = (gold.where(table.served_rows) if table.served_rows else gold).toPandas()
         session = cassandra.session()
         cassandra.apply_cql(table.name)
+        name = cassandra.table(table.name)
         started = time.perf_counter()
-        written = replace_dates(session, table, cassandra.table(table.name), gold, dates)
-        seconds = time.perf_counter() - started
-        served = read_dates(session, table, cassandra.table(table.name), dates)
+        if config.appended and table.partitions_def is event_date_partitions:
+            # A stream run: the gold rows this run changed, as its commits' change feed left them.
+            changes = lake.run_changes(spark.spark_session, "gold", gold_table)
+            feed = (changes.select(*table.columns, "_change_type", "_commit_version").toPandas()
+                    if changes is not None else pd.DataFrame(columns=[*table.columns, "_change_type", "_commit_version"]))
+            gold, gone = final_state(table, feed)
+            written = apply_changes(session, table, name, gold, gone)
+            seconds = time.perf_counter() - started
+            table_rows = sum(lake.partition_counts("gold", gold_table, table.date_column).values())
+            served = read_keys(session, table, name, pd.concat([gold[table.primary_key], gone], ignore_index=True), table_rows)
+            how = "the rows this run's gold commits changed"
+        else:
+            frame = lake.read(spark.spark_session, "gold", gold_table, table.gold_schema, table.date_column, keys)
+            gold = (frame.where(table.served_rows) if table.served_rows else frame).toPandas()
+            written = replace_dates(session, table, name, gold, dates)
+            seconds = time.perf_counter() - started
+            served = read_dates(session, table, name, dates)
+            how = "dates replaced"
         differences = same_rows(table, gold, served.infer_objects())
-        partition_metadata(context, table.key, None, table.date_column, counts=gold[table.date_column].astype(str).value_counts().to_dict())
-        context.log.info(
-            f"cassandra {table.name}: {written['rows_written']} rows in {seconds:.1f}s"
-            f" ({written['partitions_cleared_of_older_rows']} partitions cleared of older rows)"
-        )
+        context.log.info(f"cassandra {table.name}: {written['rows_written']} rows in {seconds:.1f}s ({how}; "
+                         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in written.items() if k != "rows_written") + ")")
+        if how == "dates replaced":  # each date's rows, as served; a stream run counts what it wrote
+            partition_metadata(context, table.key, None, table.date_column,
+                               counts=gold[table.date_column].astype(str).value_counts().to_dict())
+            written = {"dagster/row_count": written["rows_written"], **written}
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": written["rows_written"],
                 **written,
+                "written_as": how,
                 "write_seconds": round(seconds, 2),
                 "keyspace": cassandra.keyspace,
                 "table": table.name,

@@ -2,7 +2,6 @@
 lands either in silver (with `dq_flags`) or in quarantine (with `dq_rule`)."""
 
 
-from functools import reduce
 
 import dagster as dg
 import pandas as pd
@@ -13,10 +12,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from cpa_assets.bronze.batch import read_bronze
-from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, BronzeUsageEvent, LandingFiles, arrived_after, held_rows
+from cpa_assets.bronze.usage import BRONZE_EVENTS, BRONZE_SCHEMA, BronzeUsageEvent, arrived_after, inserted
 from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
-from cpa_assets.metadata import chart_metadata, partition_metadata, previews_by_date, side_by_side
+from cpa_assets.metadata import chart_metadata, collected, partition_metadata, previews_by_date, release, side_by_side
 from cpa_assets.charts import quarantine_by_rule
+from cpa_assets.increments import Mode, UsageRun, upstream
 from cpa_assets.contract import MIN_COST_INCREMENT, REGIONS, SERVICES, UNIT_BY_METRIC
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
 from cpa_assets.preview import markdown_preview
@@ -138,31 +138,31 @@ def split_silver(conformed: DataFrame) -> tuple[DataFrame, DataFrame]:
     return silver.select(*SILVER_SCHEMA.fieldNames()), quarantine.select(*QUARANTINE_SCHEMA.fieldNames())
 
 
-def silver_may_append(lake: LakeResource, held: DataFrame, names: list[str]) -> bool:
+def silver_may_append(lake: LakeResource, names: list[str]) -> bool:
     """Appending the bronze rows of these files gives what recomputing would: silver holds none of
-    them yet (`held`: what silver holds), and the org and resource snapshots it joins have not
-    changed since silver was last written (a reloaded snapshot can move old events in or out of
-    quarantine: recompute then)."""
+    them yet (no row from them or from a file named after them), and the org and resource snapshots
+    it joins have not changed since silver was last written (a reloaded snapshot can move old
+    events in or out of quarantine: recompute then)."""
     silver_at = min(lake.written_at("silver", table) for table, _ in SILVER_TABLES)
     snapshots_at = max(lake.written_at("bronze", table) for table in ("customers_orgs", "resources"))
-    return bool(names) and snapshots_at <= silver_at and arrived_after(held, names)
+    return snapshots_at <= silver_at and all(arrived_after(lake, "silver", table, names) for table, _ in SILVER_TABLES)
 
 
-def tally(stored: dict[str, DataFrame], written: DataFrame) -> dict[str, dict[str, dict]]:
-    """Every count the step reports, in one Spark job: rows per date of each stored table
-    ({table: {date: n}}), quarantined rows per date and rule ({"rules": {date: {rule: n}}}) and
-    the flags of the rows written per date ({"flags": {date: {flag: n}}})."""
-    keyed = [frame.select(F.lit(name).alias("table"), "event_date", F.lit(None).cast("string").alias("key"))
-             for name, frame in stored.items() if name != "quarantine"]
-    keyed.append(stored["quarantine"].select(F.lit("rules").alias("table"), "event_date", F.col("dq_rule").alias("key")))
-    keyed.append(written.select(F.lit("flags").alias("table"), "event_date", F.explode("dq_flags").alias("key")))
-    counts: dict[str, dict[str, dict]] = {name: {} for name in (*stored, "rules", "flags")}
-    for table, day, key, n in reduce(DataFrame.unionByName, keyed).groupBy("table", "event_date", "key").count().collect():
-        if key is None:
-            counts[table][str(day)] = n
-        else:
-            counts[table].setdefault(str(day), {})[key] = n
-    counts["quarantine"] = {day: sum(rules.values()) for day, rules in counts["rules"].items()}
+def tally(quarantined: DataFrame, written: DataFrame | pd.DataFrame) -> dict[str, dict[str, dict]]:
+    """Quarantined rows per date and rule ({"rules": {date: {rule: n}}}) of the dates' quarantine,
+    and the flags of the rows written per date ({"flags": {date: {flag: n}}}): one Spark job (or
+    the rules' alone, when the rows written were collected already)."""
+    keyed = quarantined.select(F.lit("rules").alias("table"), "event_date", F.col("dq_rule").alias("key"))
+    if not isinstance(written, pd.DataFrame):
+        keyed = keyed.unionByName(written.select(F.lit("flags").alias("table"), "event_date", F.explode("dq_flags").alias("key")))
+    counts: dict[str, dict[str, dict]] = {"rules": {}, "flags": {}}
+    for table, day, key, n in keyed.groupBy("table", "event_date", "key").count().collect():
+        counts[table].setdefault(str(day), {})[key] = n
+    if isinstance(written, pd.DataFrame):
+        for day, flags in zip(written["event_date"].astype(str), written["dq_flags"]):
+            for flag in flags if flags is not None else ():
+                counts["flags"].setdefault(day, {})
+                counts["flags"][day][flag] = counts["flags"][day].get(flag, 0) + 1
     return counts
 
 
@@ -241,52 +241,55 @@ def date_metadata(
     ],
 )
 def silver_usage_events(
-    context: dg.AssetExecutionContext, config: LandingFiles, spark: LazyPySparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource
 ):
-    """Conform bronze usage events into silver and quarantine, partition by partition."""
+    """Conform bronze usage events into silver and quarantine: the rows bronze added in this run
+    (an appending stream run), or every bronze row of the run's dates."""
     dates = context.partition_keys
     session = spark.spark_session
-    bronze = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
     tables = SILVER_TABLES
-    held = held_rows(session, lake, "silver", tables, ["source_file", "event_date"])
-    appending = silver_may_append(lake, held, config.appended)
+    bronze_side = upstream(config, lake, session, "bronze", "usage_events")
+    appending = bronze_side.mode is Mode.INCREMENT and silver_may_append(lake, config.appended)
     if appending:
-        # Read once: the new files' rows are conformed, every row is counted.
-        bronze = bronze.cache()
-    # Appending, only the bronze rows of the new files are conformed; the rest are there already.
-    source = bronze.where(F.col("source_file").isin(config.appended)) if appending else bronze
+        # Only the rows bronze inserted in this run are conformed and merged in on event_id.
+        source = inserted(bronze_side.changes, BRONZE_SCHEMA, session)
+    else:
+        source = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date", dates)
     conformed = conform_events(
         source, read_bronze(session, lake, "customers_orgs"), read_bronze(session, lake, "resources")
     ).cache()
     split = split_silver(conformed)
-    for frame, (table, schema) in zip(split, tables):
-        if appending:
-            touched = lake.append_partitions(frame, "silver", table, "event_date")
-            lake.compact_partitions(session, "silver", table, "event_date", touched)
-        else:
+    if appending:
+        # Silver holds no row of these files (silver_may_append): the rows are added as they are,
+        # and what was written is those rows, collected once for the metadata.
+        written, quarantined_now = (collected(frame) for frame in split)
+        for frame, (table, _) in zip(split, tables):
+            if bronze_side.changes is not None:
+                lake.append(frame, "silver", table, "event_date")
+    else:
+        for frame, (table, _) in zip(split, tables):
             lake.replace_partitions(frame, "silver", table, "event_date", dates)
+        written, quarantined_now = split
     silver_path, quarantine_path = (lake.path("silver", table) for table, _ in tables)
 
-    # Schema checks, flags and preview read the rows this run wrote (appended, or its dates read
-    # back); the conservation check counts every row of its dates in all three tables, in one job:
-    # silver, appending, as the rows held before plus those added (no read of the layer); the
-    # quarantine, small, read back with its rules.
-    if appending:
-        written, quarantined = split
-        in_dates = held.where(F.col("event_date").between(dates[0], dates[-1]) & (F.col("table") == tables[0][0]))
-        stored = {"silver": in_dates.select("event_date").unionByName(written.select("event_date")),
-                  "quarantine": lake.read(session, "silver", *tables[1], "event_date", dates)}
-    else:
-        written, quarantined = (lake.read(session, "silver", t, schema, "event_date", dates).cache() for t, schema in tables)
-        stored = {"silver": written, "quarantine": quarantined}
-    per_date, silver_previews, quarantine_previews, preview, silver_check, quarantine_check = side_by_side(
-        lambda: tally({"bronze": bronze, **stored}, written),
-        lambda: previews_by_date(written, "event_date"),
-        lambda: previews_by_date(quarantined, "event_date"),
+    # Row counts per date come from the three tables' logs; the quarantine's rules from its rows of
+    # the run's dates (a small table); flags, previews and schema checks from the rows written.
+    in_dates = lambda counts: {day: n for day, n in counts.items() if dates[0] <= day <= dates[-1]}  # noqa: E731
+    per_date = {
+        "bronze": in_dates(lake.partition_counts("bronze", "usage_events", "event_date")),
+        "silver": in_dates(lake.partition_counts("silver", tables[0][0], "event_date")),
+        "quarantine": in_dates(lake.partition_counts("silver", tables[1][0], "event_date")),
+    }
+    held = lake.read(session, "silver", *tables[1], "event_date", dates)
+    tallied, silver_previews, quarantine_previews, preview, silver_check, quarantine_check = side_by_side(
+        lambda: tally(held, written),
+        lambda: previews_by_date(written, "event_date", ["event_id"]),
+        lambda: previews_by_date(quarantined_now, "event_date", ["event_id"]),
         lambda: markdown_preview(written),
         lambda: spark_schema_result(SilverUsageEvent, written, SILVER_EVENTS),
-        lambda: spark_schema_result(QUARANTINED_USAGE_EVENT, quarantined, QUARANTINE),
+        lambda: spark_schema_result(QUARANTINED_USAGE_EVENT, quarantined_now, QUARANTINE),
     )
+    per_date |= tallied
     by_rule = summed(per_date["rules"], QUARANTINE_RULES)
     by_flag = summed(per_date["flags"], FLAGS)
     totals = {name: sum(per_date[name].values()) for name in ("bronze", "silver", "quarantine")}
@@ -297,6 +300,7 @@ def silver_usage_events(
             "dagster/row_count": totals["silver"],
             "rows_in": totals["bronze"],
             "rows_quarantined": totals["quarantine"],
+            "rows_written": sum(silver_previews[0].values()),
             "written_as": f"{len(config.appended)} files appended" if appending else "dates recomputed",
             "flags": dg.MetadataValue.json(by_flag),
             "quarantined_by_rule": dg.MetadataValue.json(by_rule),
@@ -321,9 +325,9 @@ def silver_usage_events(
         expected={d: per_date["bronze"].get(d, 0) for d in dates_seen},
         actual={d: per_date["silver"].get(d, 0) + per_date["quarantine"].get(d, 0) for d in dates_seen},
     )
-    for frame in (conformed, written, quarantined, held, bronze):
-        frame.unpersist()
+    for frame in (conformed, written, quarantined_now):
+        release(frame)
     context.log.info(
         f"silver usage_events: {totals['bronze']} bronze = {totals['silver']} silver + {totals['quarantine']}"
-        f" quarantined {by_rule}"
+        f" quarantined {by_rule} ({'appended' if appending else 'recomputed'})"
     )

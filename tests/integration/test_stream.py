@@ -20,6 +20,7 @@ from cpa_resources.lake import MAX_FILES_PER_PARTITION
 from tests.cassandra_tables import read_table
 from tests.conftest import fresh_keyspace, run_pipeline
 from tests.snapshots import snapshot
+from tests.streaming import USAGE_DATASETS
 
 pytestmark = pytest.mark.integration
 
@@ -96,14 +97,19 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         state["steps"] = [event.step_key for event in result.all_events if event.is_step_start]
         bronze = result.asset_materializations_for_node("bronze__usage_events")
         state["written_as"] = {m.metadata["written_as"].value for m in bronze}
+        state["followed"] = {m.metadata["written_as"].value for node in ("gold__org_daily_usage_by_service",
+                             "gold__cost_anomalies", "cassandra__org_daily_usage_by_service")
+                             for m in result.asset_materializations_for_node(node)}
         ledger = result.asset_materializations_for_node("bronze_usage_events_ledger")
         state["ledger"] = {m.metadata["written_as"].value for m in ledger if "written_as" in m.metadata}
         return request
 
     for number, source in enumerate(files):
         deliver_and_tick(source, f"{number:02d}_{source.name}")
-    # Each file after the first sorts after every earlier one: its events were appended.
+    # Each file after the first sorts after every earlier one: its events were appended, and gold
+    # and the serving tables updated only what they reached.
     assert state["written_as"] == {"1 files appended"}
+    assert state["followed"] == {"rows the run's changes reach", "the rows this run's gold commits changed"}
     # P1 is served before the other marts are computed.
     steps = state["steps"]
     later_marts = ["gold__org_top_services_14d", "gold__genai_tokens_by_org_date", "gold__cost_anomalies"]
@@ -166,9 +172,9 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
     for table in TABLES:
         assert len(streamed[table]) > 0 or table == "cost_anomalies_by_date"
         pd.testing.assert_frame_equal(streamed[table], backfilled[table], obj=table)
-    # The ledger extended file by file equals the one a backfill parses from every file.
-    ledger = ["bronze/usage_events_rejects", "bronze/usage_events_duplicates", "bronze/usage_events_file_counts"]
-    extended, parsed = snapshot(lake, spark, None, ledger, []), snapshot(reference_lake, spark, None, ledger, [])
+    # Every usage table the files went through one by one (bronze, the ledger extended file by
+    # file, silver, gold updated cell by cell) equals the one a backfill computes from every file.
+    extended, parsed = snapshot(lake, spark, None, USAGE_DATASETS, []), snapshot(reference_lake, spark, None, USAGE_DATASETS, [])
     assert len(parsed["bronze/usage_events_duplicates"]) > 0
-    for name in ledger:
+    for name in USAGE_DATASETS:
         pd.testing.assert_frame_equal(extended[name], parsed[name], obj=name)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from cpa_assets.bronze.usage import (
-    FILE_COUNTS_SCHEMA, LandingFiles, PlannedFile, appended_events, extended_rejects_and_duplicates, ledger_extension,
+    BRONZE_SCHEMA, FILE_COUNTS_SCHEMA, LandingFiles, PlannedFile, ledger_extension, new_files_ledger,
     parse_events, read_event_lines, run_files, split_events,
 )
 from cpa_resources import LakeResource
@@ -154,28 +154,25 @@ def test_the_ledger_is_extended_only_by_files_after_all_it_holds():
     assert ledger_extension(appending, ledger, {b: (10, 100)}) == []
 
 
-def test_an_extended_ledger_equals_one_parsed_from_every_file(spark, tmp_path):
+def test_a_new_files_ledger_equals_its_part_of_one_parsed_from_every_file(spark, tmp_path):
     old = write(tmp_path, "a.jsonl", [event("e1"), event("e2"), "{oops"])
     # e1 again (kept in a.jsonl) twice, a reject, e3 twice (the first kept), a new e4.
     new = write(tmp_path, "b.jsonl", [event("e1"), event("e3"), "{bad", event("e1"), event("e3"), event("e4")])
     lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
-    events, rejects, duplicates = split_events(parse_events(read_event_lines(spark, [old]), FIRST, LAST))
+    events, _, _ = split_events(parse_events(read_event_lines(spark, [old]), FIRST, LAST))
     lake.replace_partitions(events, "bronze", "usage_events", "event_date", ["2025-08-18"])
-    lake.write(rejects, "bronze", "usage_events_rejects")
-    lake.write(duplicates, "bronze", "usage_events_duplicates")
-    from cpa_assets.bronze.usage import BRONZE_SCHEMA
-
-    held = lake.read(spark, "bronze", "usage_events", BRONZE_SCHEMA, "event_date")
-    lake.append_partitions(appended_events(spark, [new], held), "bronze", "usage_events", "event_date")
+    new_events, _, _ = split_events(parse_events(read_event_lines(spark, [new]), FIRST, LAST))
+    lake.append_partitions(new_events, "bronze", "usage_events", "event_date")
 
     bronze = lake.read(spark, "bronze", "usage_events", BRONZE_SCHEMA, "event_date")
-    extended = [frame.toPandas() for frame in extended_rejects_and_duplicates(spark, lake, [new], bronze)]
+    kept = bronze.where(bronze.source_file == "b.jsonl")  # what the append inserted
+    rejects, duplicates = (frame.toPandas() for frame in new_files_ledger(spark, lake, [new], kept))
     _, every_reject, every_duplicate = split(spark, [old, new])
 
     def rows(frame, columns):
-        return sorted(map(tuple, frame[columns].astype(str).values.tolist()))
+        return sorted(map(tuple, frame[frame.source_file == "b.jsonl"][columns].astype(str).values.tolist()))
 
-    assert rows(extended[0], ["source_file", "line_no", "reason"]) == rows(every_reject, ["source_file", "line_no", "reason"])
+    assert rows(rejects, ["source_file", "line_no", "reason"]) == rows(every_reject, ["source_file", "line_no", "reason"])
     columns = ["event_id", "source_file", "line_no", "kept_source_file", "kept_line_no", "event_date"]
-    assert rows(extended[1], columns) == rows(every_duplicate, columns)
-    assert len(extended[1]) == 3 and set(extended[1].kept_source_file) == {"a.jsonl", "b.jsonl"}
+    assert rows(duplicates, columns) == rows(every_duplicate, columns)
+    assert len(duplicates) == 3 and set(duplicates.kept_source_file) == {"a.jsonl", "b.jsonl"}

@@ -7,6 +7,7 @@ import threading
 import time
 
 import dagster as dg
+import pandas as pd
 import pytest
 
 from cpa_resources import LakeResource
@@ -63,9 +64,8 @@ def test_merged_rows_insert_only_new_keys_and_crowded_partitions_are_compacted(s
         rows = [(f"a{n}", d1)] + ([(f"b{n}", d2)] if n % 2 else [])
         # Every batch also carries an id the table holds already: the merge leaves it alone.
         again = [("a0", d2)] if n else []
-        touched = lake.append_partitions(spark.createDataFrame(rows + again, schema), "gold", "t", "day")
-        assert touched == ["2025-08-01", "2025-08-02"][: len(rows + again) if n else 1]
-        lake.compact_partitions(spark, "gold", "t", "day", touched)
+        lake.append_partitions(spark.createDataFrame(rows + again, schema), "gold", "t", "day")
+        lake.compact_partitions(spark, "gold", "t", "day")
         expected += [(str(day), i) for i, day in rows]
         assert max(files_per_day(lake).values()) <= MAX_FILES_PER_PARTITION
     frame = lake.read(spark, "gold", "t").toPandas()
@@ -113,7 +113,7 @@ def test_files_a_killed_writer_left_are_invisible(spark, tmp_path):
     lake.replace_partitions(spark.createDataFrame([(1, d1)], SCHEMA), "gold", "t", "day", ["2025-08-01"])
     # A writer killed before its commit leaves data files that no version of the log names.
     orphan = tmp_path / "gold" / "t" / "day=2025-08-01" / "part-00000-killed.snappy.parquet"
-    spark.createDataFrame([(99, d1)], SCHEMA).toPandas().to_parquet(orphan)
+    pd.DataFrame({"id": pd.Series([99], dtype="int32"), "day": [d1]}).to_parquet(orphan)
     assert days(lake, spark) == [("2025-08-01", 1)]
     lake.replace_partitions(spark.createDataFrame([(2, d1)], SCHEMA), "gold", "t", "day", ["2025-08-01"])
     assert days(lake, spark) == [("2025-08-01", 2)]
@@ -159,3 +159,65 @@ def test_every_asset_takes_the_lake_resource_so_every_run_of_them_holds_the_lake
 
     for assets_def in defs.resolve_asset_graph().assets_defs:
         assert "lake" in assets_def.required_resource_keys, assets_def.keys
+
+
+def test_upsert_replaces_or_adds_to_rows_by_key_and_inserts_new_keys(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    schema = "org string, service string, cost double, day date"
+    d1, d2 = dt.date(2025, 8, 1), dt.date(2025, 8, 2)
+    lake.replace_partitions(spark.createDataFrame([("a", "x", 1.0, d1), ("a", None, 2.0, d1), ("b", "x", 3.0, d2)], schema),
+                            "gold", "t", "day", ["2025-08-01", "2025-08-02"])
+    keys = ["org", "service", "day"]
+    # A null in the key is a key like any other: the row with it is added to, not doubled.
+    lake.upsert(spark.createDataFrame([("a", None, 0.5, d1), ("c", "y", 4.0, d1)], schema), "gold", "t", keys, "day", add=["cost"])
+    lake.upsert(spark.createDataFrame([("b", "x", 9.0, d2)], schema), "gold", "t", keys, "day")
+    rows = sorted((r.org, r.service or "-", r.cost, str(r.day)) for r in lake.read(spark, "gold", "t").collect())
+    assert rows == [("a", "-", 2.5, "2025-08-01"), ("a", "x", 1.0, "2025-08-01"), ("b", "x", 9.0, "2025-08-02"),
+                    ("c", "y", 4.0, "2025-08-01")]
+    assert lake.partition_counts("gold", "t", "day") == {"2025-08-01": 3, "2025-08-02": 1}
+    assert lake.column_max("gold", "t", "org") == "c" and lake.row_count("gold", "t") == 4
+
+
+def test_replace_where_replaces_only_the_rows_matching_its_predicate(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    schema = "org string, cost double, day date"
+    d1, d2 = dt.date(2025, 8, 1), dt.date(2025, 8, 2)
+    lake.replace_partitions(spark.createDataFrame([("a", 1.0, d1), ("b", 2.0, d1), ("a", 3.0, d2)], schema),
+                            "gold", "t", "day", ["2025-08-01", "2025-08-02"])
+    lake.replace_where(spark.createDataFrame([("a", 10.0, d1)], schema), "gold", "t", "day",
+                       "day >= '2025-08-01' AND day <= '2025-08-02' AND org IN ('a')")
+    rows = sorted((r.org, r.cost, str(r.day)) for r in lake.read(spark, "gold", "t").collect())
+    assert rows == [("a", 10.0, "2025-08-01"), ("b", 2.0, "2025-08-01")]
+
+
+class _Run:
+    def __init__(self, run_id, tags=None):
+        self.run_id, self.tags = run_id, tags or {}
+
+
+class _Context:
+    def __init__(self, run):
+        self.run, self.log = run, None
+
+
+def test_a_run_finds_its_own_commits_and_what_they_changed(spark, tmp_path):
+    lake = LakeResource(root=str(tmp_path))
+    schema = "event_id string, day date"
+    d1 = dt.date(2025, 8, 1)
+    lake.append_partitions(spark.createDataFrame([("a", d1)], schema), "bronze", "t", "day")  # outside any run
+    lake.setup_for_execution(_Context(_Run("run-1")))
+    try:
+        assert lake.run_commits("bronze", "t") == [] and lake.run_changes(spark, "bronze", "t") is None
+        lake.append_partitions(spark.createDataFrame([("a", d1), ("b", d1)], schema), "bronze", "t", "day")
+        commits = lake.run_commits("bronze", "t")
+        assert [c["operation"] for c in commits] == ["MERGE"]
+        changes = lake.run_changes(spark, "bronze", "t").collect()
+        assert [(r.event_id, r._change_type) for r in changes] == [("b", "insert")]
+    finally:
+        lake.teardown_after_execution(None)
+    # A re-execution of run-1 (Dagster tags it with its root run) sees run-1's commits as its own.
+    lake.setup_for_execution(_Context(_Run("run-2", {"dagster/root_run_id": "run-1"})))
+    try:
+        assert len(lake.run_commits("bronze", "t")) == 1
+    finally:
+        lake.teardown_after_execution(None)

@@ -14,7 +14,7 @@ from dagster._core.utils import make_new_run_id
 from cpa_assets import sensors
 from cpa_assets.definitions import build_definitions
 from cpa_assets.sensors import (
-    DOWNSTREAM_DAYS, Delivered, FailedRun, Tick, plan_stream_run, process_gone, usage_events_sensor,
+    DOWNSTREAM_DAYS, FOLLOWING_OPS, Delivered, FailedRun, Tick, plan_stream_run, process_gone, usage_events_sensor,
 )
 from cpa_resources import LakeResource
 
@@ -23,8 +23,8 @@ DATES = {"a.jsonl": {"2025-07-10", "2025-07-20"}, "b.jsonl": {"2025-07-01"}, "c.
 NOW = 1_000_000.0
 
 
-def plan(cursor, *files, ledger=None, failed=(), queued=False, now=NOW, idle=True, fresh=False):
-    tick = Tick(list(files), ledger or {}, list(failed), queued, idle, now, snapshots_missing=fresh)
+def plan(cursor, *files, ledger=None, failed=(), busy=False, now=NOW, fresh=False):
+    tick = Tick(list(files), ledger or {}, list(failed), busy, now, snapshots_missing=fresh)
     return plan_stream_run(cursor, tick, lambda name: DATES.get(name, {"2025-07-15"}))
 
 
@@ -40,8 +40,9 @@ def files_of(request) -> list[str]:
 
 def appended(request) -> dict[str, list[str]]:
     ops = request.run_config["ops"]
-    # The ledger extends itself exactly when bronze appends.
-    assert ops["bronze_usage_events_ledger"]["config"]["appended"] == ops["bronze__usage_events"]["config"]["appended"]
+    # The ledger extends itself, and every later step follows bronze's changes, exactly when bronze appends.
+    for op in ("bronze_usage_events_ledger", *FOLLOWING_OPS):
+        assert ops[op]["config"]["appended"] == ops["bronze__usage_events"]["config"]["appended"], op
     return {op: ops[op]["config"]["appended"] for op in ("bronze__usage_events", "silver_usage_events")}
 
 
@@ -120,9 +121,9 @@ def test_files_named_after_every_file_known_are_appended_any_other_is_recomputed
     assert appended(out_of_order) == {"bronze__usage_events": [], "silver_usage_events": []}
 
 
-def test_while_a_stream_run_is_queued_files_wait_and_then_go_as_one_run():
+def test_while_a_stream_run_is_queued_or_going_files_wait_and_then_go_as_one_run():
     _, cursor = plan(None, A)
-    waiting, cursor = plan(cursor, A, B, C, queued=True)
+    waiting, cursor = plan(cursor, A, B, C, busy=True)
     assert waiting is None
     together, _ = plan(cursor, A, B, C)
     assert files_of(together) == ["b.jsonl", "c.jsonl"]
@@ -177,7 +178,7 @@ def test_the_cursor_stays_small_after_twelve_thousand_files():
 def test_a_file_pending_for_long_with_no_run_going_is_planned_again():
     _, cursor = plan(None, A)
     assert plan(cursor, A, now=NOW + 600)[0] is None
-    assert plan(cursor, A, now=NOW + 1000, idle=False)[0] is None
+    assert plan(cursor, A, now=NOW + 1000, busy=True)[0] is None
     assert files_of(plan(cursor, A, now=NOW + 1000)[0]) == ["a.jsonl"]
 
 
@@ -273,7 +274,7 @@ def test_a_run_whose_worker_died_is_failed_and_a_stream_one_repaired(tmp_path, m
     dead_ui_run = _started_stream_run(instance, worker.pid, job_name="__ASSET_JOB")
     survivor = subprocess.Popen(["sleep", "60"])
     try:
-        alive = _started_stream_run(instance, survivor.pid)
+        alive = _started_stream_run(instance, survivor.pid, job_name="__ASSET_JOB")  # a live run is left alone
         with dg.build_sensor_context(instance=instance, resources={"lake": lake}) as context:
             result = usage_events_sensor(context)
         # The next tick does not repair it twice.
