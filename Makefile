@@ -16,7 +16,7 @@ export PATH := $(JAVA_HOME)/bin:$(PATH)
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 
-.PHONY: setup run test bench bench-freshness bench-faults bench-idle stop cassandra-stop cluster-start cluster-stop cluster-status clean
+.PHONY: setup run test bench bench-freshness bench-scale bench-faults bench-idle stop cassandra-stop cluster-start cluster-stop cluster-status clean
 
 # The servers every command needs: Cassandra (serving tables) and PostgreSQL (the Dagster instance).
 setup: $(STAMP)
@@ -57,8 +57,13 @@ test: setup
 bench: setup
 	$(BIN)/python bench/backfill.py
 
+# Files delivered one every 15 s on top of the course dataset.
 bench-freshness: setup
-	$(BIN)/python bench/freshness.py
+	$(BIN)/python bench/freshness.py --files 5 --rate 4
+
+# 1×, 10× and 100× generated data: backfill time, events/s, peak memory, then freshness of 5 files.
+bench-scale: setup
+	$(BIN)/python bench/scale.py
 
 bench-faults: setup
 	$(BIN)/python bench/faults.py

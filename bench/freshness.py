@@ -43,7 +43,8 @@ def _idle(instance: dg.DagsterInstance) -> bool:
     return not instance.get_runs(dg.RunsFilter(statuses=busy))
 
 
-def _done(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
+def finished_run(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
+    """The successful stream run that served the file (None while none has; a failed one raises)."""
     for run in runs_for_file(instance, name):
         if run.status == dg.DagsterRunStatus.FAILURE:
             raise RuntimeError(f"the stream run {run.run_id} for {name} failed")
@@ -52,7 +53,8 @@ def _done(instance: dg.DagsterInstance, name: str) -> dg.DagsterRun | None:
     return None
 
 
-def figures(instance: dg.DagsterInstance, run: dg.DagsterRun, delivered_at: float) -> dict[str, float]:
+def freshness_figures(instance: dg.DagsterInstance, run: dg.DagsterRun, delivered_at: float) -> dict[str, float]:
+    """Seconds from the file's delivery to each moment of the run that served it."""
     record = instance.get_run_record_by_id(run.run_id)
     steps = {r.step_key: r for r in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)}
     first_step = min(r.timestamp for r in steps.values())
@@ -106,8 +108,8 @@ def main() -> int:
                 delivered_at[path.name] = time.time()
             results = {}
             for path in measured:
-                run = wait_for(lambda: _done(instance, path.name), 900, f"the stream run for {path.name}")
-                results[path.name] = figures(instance, run, delivered_at[path.name])
+                run = wait_for(lambda: finished_run(instance, path.name), 900, f"the stream run for {path.name}")
+                results[path.name] = freshness_figures(instance, run, delivered_at[path.name])
                 r = results[path.name]
                 print(f"{path.name}: run requested {r['requested']:.1f} s | worker up {r['worker_up']:.1f} s |"
                       f" first step {r['first_step']:.1f} s |"

@@ -43,6 +43,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def scratch_instance(home: Path) -> str:
+    """A Dagster instance folder with the project's dagster.yaml, its runs and events in a
+    PostgreSQL database of its own (created on the local server): the database's name."""
+    database = "cpa_" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    home.mkdir(parents=True, exist_ok=True)
+    settings = (REPO / ".dagster_home" / "dagster.yaml").read_text()
+    (home / "dagster.yaml").write_text(settings.replace(local_postgres.url(), local_postgres.url(database)))
+    local_postgres.start()
+    local_postgres.create_database(database)
+    return database
+
+
 class LiveStack:
     """The Dagster webserver, daemon and code server of `make run`, as one process group: the
     project's dagster.yaml with a PostgreSQL database of its own, every run talking to the local
@@ -52,7 +64,7 @@ class LiveStack:
                  env: dict[str, str] | None = None):
         self.home, self.port, self.process = home, free_port(), None
         self.log = log or home / "dg-dev.log"
-        self.database = "cpa_" + hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+        self.database = ""
         self.env = {
             **os.environ,
             **INSTANCE_ENV,
@@ -63,14 +75,10 @@ class LiveStack:
             "CPA_SPARK_REMOTE": local_spark.address(),
             **(env or {}),
         }
-        home.mkdir(parents=True, exist_ok=True)
-        settings = (REPO / ".dagster_home" / "dagster.yaml").read_text()
-        (home / "dagster.yaml").write_text(settings.replace(local_postgres.url(), local_postgres.url(self.database)))
 
     def prepare(self) -> None:
         """The servers the stack uses, up: PostgreSQL with the instance's database, Spark Connect."""
-        local_postgres.start()
-        local_postgres.create_database(self.database)
+        self.database = scratch_instance(self.home)
         if self.env.get("CPA_SPARK_REMOTE") == local_spark.address():
             local_spark.start()
 
@@ -118,7 +126,8 @@ class LiveStack:
     def close(self) -> None:
         """Stop the stack and drop its instance's database."""
         self.stop()
-        local_postgres.drop_database(self.database)
+        if self.database:
+            local_postgres.drop_database(self.database)
 
     def instance(self) -> dg.DagsterInstance:
         """The stack's instance, read from this process."""

@@ -28,16 +28,25 @@ def spark_schema(model: type[pa.DataFrameModel] | pa.DataFrameSchema) -> T.Struc
     return T.StructType([T.StructField(name, column.dtype.type, column.nullable) for name, column in schema.columns.items()])
 
 
+# Up to this many rows, a check collects them and runs the model's checks in pandas (one Spark job);
+# beyond, pandera runs them in Spark (a job per check, but nothing collected).
+PANDAS_ROWS = 200_000
+
+
 def spark_schema_result(
-    model: type[pa.DataFrameModel] | pa.DataFrameSchema, df: DataFrame | pd.DataFrame, asset_key: dg.AssetKey
+    model: type[pa.DataFrameModel] | pa.DataFrameSchema, df: DataFrame | pd.DataFrame, asset_key: dg.AssetKey,
+    rows: int | None = None,
 ) -> dg.AssetCheckResult:
     """Validate written rows against a pandera.pyspark model: column types against the Spark
     schema, then every column's nullability, uniqueness and checks on the rows.
 
     The rows are collected once (Arrow), or were already (`metadata.collected`, which keeps their
     Spark schema), and the model's own checks run on them with pandera's pandas backend: one Spark
-    job instead of one per check, which dominates at these data sizes."""
+    job instead of one per check, which dominates at these data sizes. More than PANDAS_ROWS rows
+    (`rows`, when the caller knows how many) are validated by pandera.pyspark in Spark instead."""
     schema = model.to_schema() if isinstance(model, type) else model
+    if rows is not None and rows > PANDAS_ROWS and not isinstance(df, pd.DataFrame):
+        return _in_spark(schema, df, asset_key, rows)
     spark_schema = df.attrs["spark_schema"] if isinstance(df, pd.DataFrame) else df.schema
     spark_types = {field.name: field.dataType for field in spark_schema.fields}
     failures = [
@@ -70,6 +79,21 @@ def spark_schema_result(
         asset_key=asset_key,
         passed=not failures,
         metadata={"failures": dg.MetadataValue.json(failures)},
+    )
+
+
+def _in_spark(schema: pa.DataFrameSchema, df: DataFrame, asset_key: dg.AssetKey, rows: int) -> dg.AssetCheckResult:
+    """pandera.pyspark's own validation, in Spark: its report, flattened to one line per failure."""
+    report = schema.validate(df.select(*[name for name in schema.columns if name in df.columns])).pandera.errors
+    failures = [
+        {"scope": scope, "check": check, "column": str(error.get("column")), "error": str(error.get("error"))[:300]}
+        for scope, checks in (report or {}).items() for check, errors in checks.items() for error in errors
+    ]
+    return dg.AssetCheckResult(
+        check_name=SCHEMA_CHECK,
+        asset_key=asset_key,
+        passed=not failures,
+        metadata={"rows_validated": rows, "validated_by": "pandera.pyspark", "failures": dg.MetadataValue.json(failures[:20])},
     )
 
 

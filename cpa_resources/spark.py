@@ -48,6 +48,9 @@ def spark_config(
         "spark.databricks.delta.snapshotPartitions": "1",
         # Log entries are kept as long as the data files a restore needs (see LakeResource).
         "spark.databricks.delta.properties.defaults.logRetentionDuration": "interval 7 days",
+        # Delta keeps each table's log and state in memory once read; bounded, so a long-lived server
+        # (or a test session touching thousands of scratch tables) does not hold them all.
+        "spark.databricks.delta.deltaLog.cacheSize": "64",
         # Every table keeps a change feed: a step reads what the steps before it changed in its run
         # from the files those commits wrote (see LakeResource.run_changes).
         "spark.databricks.delta.properties.defaults.enableChangeDataFeed": "true",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from pyspark.sql import SparkSession
 
 from cpa_assets.definitions import build_definitions
 from cpa_cli.backfill import run_backfill
@@ -29,6 +30,15 @@ def require_real_landing() -> Path:
 @pytest.fixture(scope="session")
 def spark():
     return session_from_env()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_cached_frames():
+    """Frames a module's tests cached go with the module: one session serves the whole suite."""
+    yield
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.catalog.clearCache()
 
 
 @pytest.fixture(scope="session")

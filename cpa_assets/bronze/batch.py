@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 import pandera.pyspark as pa
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
+from cpa_assets.metadata import collected, side_by_side
 from cpa_assets.preview import markdown_preview
 from cpa_assets.subsets import selected_results
 
@@ -201,20 +202,25 @@ def rejects_key(source: CsvSource) -> dg.AssetKey:
 
 def ingest_csv(source: CsvSource, spark: SparkSession, lake: LakeResource) -> list:
     """Bronze for one landing CSV: its materialisations and check results, or LandingColumnsError
-    before anything of it is written."""
+    before anything of it is written. The typed rows are split once, collected once (a CSV is a
+    few thousand rows) for the previews and checks, and the two tables written side by side; the
+    rows each table holds are counted from its log."""
     path = lake.landing_dir() / source.file_name
     if not path.exists():
         raise LandingColumnsError(f"{path}: landing file does not exist")
     check_header(source, path)
-    rows, rejects = split_rows(source, type_rows(source, read_csv_rows(spark, source, path)))
-    table_path = lake.write(rows, "bronze", source.table)
-    rejects_path = lake.write(rejects, "bronze", f"{source.table}_rejects")
-    written = lake.read(spark, "bronze", source.table)
-    rejected = lake.read(spark, "bronze", f"{source.table}_rejects")
-    n_rows = written.count()
-    reasons = {r[0]: r[1] for r in rejected.groupBy("reason").count().collect()}
+    typed = type_rows(source, read_csv_rows(spark, source, path)).cache()
+    rows, rejects = split_rows(source, typed)
+    kept, rejected = side_by_side(lambda: collected(rows), lambda: collected(rejects))
+    table_path, rejects_path = side_by_side(
+        lambda: lake.write(rows, "bronze", source.table),
+        lambda: lake.write(rejects, "bronze", f"{source.table}_rejects"),
+    )
+    typed.unpersist()
+    n_rows, n_rejected = lake.row_count("bronze", source.table), lake.row_count("bronze", f"{source.table}_rejects")
+    reasons = {reason: int(n) for reason, n in rejected["reason"].value_counts().items()}
     n_duplicates = reasons.get("duplicate_key", 0)
-    n_rejects = sum(reasons.values()) - n_duplicates
+    n_rejects = n_rejected - n_duplicates
     landing_rows = count_rows(path)
     table_key, reject_key = bronze_key(source), rejects_key(source)
     return [
@@ -226,18 +232,18 @@ def ingest_csv(source: CsvSource, spark: SparkSession, lake: LakeResource) -> li
                 "duplicates_dropped": n_duplicates,
                 "rejected": n_rejects,
                 **lake.location(table_path),
-                "preview": dg.MetadataValue.md(markdown_preview(written)),
+                "preview": dg.MetadataValue.md(markdown_preview(kept)),
             },
         ),
         dg.MaterializeResult(
             asset_key=reject_key,
             metadata={
-                "dagster/row_count": sum(reasons.values()),
+                "dagster/row_count": n_rejected,
                 "by_reason": dg.MetadataValue.json(reasons),
                 **lake.location(rejects_path),
             },
         ),
-        spark_schema_result(source.pandera_schema, written, table_key),
+        spark_schema_result(source.pandera_schema, kept, table_key),
         spark_schema_result(BronzeCsvReject, rejected, reject_key),
         equality_result(
             "conservation", table_key, {source.file_name: landing_rows},

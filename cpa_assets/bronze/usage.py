@@ -319,7 +319,7 @@ def bronze_usage_events(
     previewed, preview, check = side_by_side(
         lambda: previews_by_date(written, "event_date", ["event_id"]),
         lambda: markdown_preview(written),
-        lambda: spark_schema_result(BronzeUsageEvent, written, BRONZE_EVENTS),
+        lambda: spark_schema_result(BronzeUsageEvent, written, BRONZE_EVENTS, rows=sum(per_date.values())),
     )
     rows = sum(per_date.values())
     partition_metadata(context, BRONZE_EVENTS, None, "event_date", counts=per_date, previewed=previewed)
@@ -493,7 +493,8 @@ def usage_events_ledger(
     else:
         # Bronze rows are read back from disk, across every partition, so the balance covers what
         # was actually written rather than what was meant to be.
-        kept = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date").cache()
+        kept = lake.read(session, "bronze", "usage_events", BRONZE_SCHEMA, "event_date").select(
+            "event_id", "source_file", "line_no", "event_date").cache()
         _, rejects, duplicates = landing_events(session, files)
         rejects, duplicates = rejects.cache(), duplicates.cache()
         rejects_path = lake.write(rejects, "bronze", "usage_events_rejects")
@@ -509,8 +510,8 @@ def usage_events_ledger(
     n_rejects = sum(c["rejects"] for c in per_file.values())
     n_duplicates = sum(c["duplicates"] for c in per_file.values())
     reject_check, duplicate_check, preview = side_by_side(
-        lambda: spark_schema_result(BronzeReject, rejects, REJECTS),
-        lambda: spark_schema_result(BronzeDuplicate, duplicates, DUPLICATES),
+        lambda: spark_schema_result(BronzeReject, rejects, REJECTS, rows=sum(c["rejects"] for c in per_file.values())),
+        lambda: spark_schema_result(BronzeDuplicate, duplicates, DUPLICATES, rows=sum(c["duplicates"] for c in per_file.values())),
         lambda: markdown_preview(rejects),
     )
     yield dg.MaterializeResult(

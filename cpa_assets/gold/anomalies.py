@@ -226,7 +226,8 @@ def cost_anomalies(
     totals, preview, check = side_by_side(
         lambda: date_metadata(context, lake, written, chart=daily_side.mode is Mode.RECOMPUTE),
         lambda: markdown_preview(written.where(F.greatest(*[F.col(flag) for flag in flags])).orderBy(F.desc("robust_zscore"))),
-        lambda: spark_schema_result(CostAnomaly, written, COST_ANOMALIES),
+        lambda: spark_schema_result(CostAnomaly, written, COST_ANOMALIES, rows=sum(
+            n for d, n in lake.partition_counts("gold", "cost_anomalies", "usage_date").items() if dates[0] <= d <= dates[-1])),
     )
     result = dg.MaterializeResult(
         metadata={

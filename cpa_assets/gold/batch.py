@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 
 from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_partitions
 from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
-from cpa_assets.metadata import partition_metadata
+from cpa_assets.metadata import collected, partition_metadata, side_by_side
 from cpa_assets.partitions import single_run
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.batch import read_silver
@@ -179,17 +179,20 @@ def build_batch_mart(mart: BatchMart) -> dg.AssetsDefinition:
         session = spark.spark_session
         rows = mart.build(read_silver(session, lake, mart.silver_table)).cache()
         in_run = rows.where(F.col(mart.date_column).cast("string").isin(keys))
-        path = lake.replace_partitions(in_run, "gold", mart.table, mart.date_column, keys)
-        unplaced = unplaced_rows(mart, rows)
+        # A mart is a few thousand rows: collected once for the preview and the schema check.
+        (written, unplaced), path = side_by_side(
+            lambda: (collected(in_run), unplaced_rows(mart, rows)),
+            lambda: lake.replace_partitions(in_run, "gold", mart.table, mart.date_column, keys),
+        )
         rows.unpersist()
-        written = lake.read(session, "gold", mart.table, mart.schema, mart.date_column, keys).cache()
-        partition_metadata(context, mart.key, written, mart.date_column, order=["org_id"])
+        counts = {day: n for day, n in lake.partition_counts("gold", mart.table, mart.date_column).items() if day in set(keys)}
+        partition_metadata(context, mart.key, written, mart.date_column, counts=counts, order=["org_id"])
         result = dg.MaterializeResult(
             metadata={
-                "dagster/row_count": written.count(),
+                "dagster/row_count": sum(counts.values()),
                 "partitions": len(keys),
                 **lake.location(path),
-                "preview": dg.MetadataValue.md(markdown_preview(written.orderBy("org_id", mart.date_column))),
+                "preview": dg.MetadataValue.md(markdown_preview(written.sort_values(["org_id", mart.date_column]))),
             },
             check_results=[
                 spark_schema_result(mart.model, written, mart.key),
@@ -202,7 +205,6 @@ def build_batch_mart(mart: BatchMart) -> dg.AssetsDefinition:
                 ),
             ],
         )
-        written.unpersist()
         return result
 
     return _asset

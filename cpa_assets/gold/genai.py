@@ -92,7 +92,7 @@ def genai_tokens_by_org_date(
     previewed, preview, check = side_by_side(
         lambda: previews_by_date(written, "usage_date", ["org_id"]),
         lambda: markdown_preview(written),
-        lambda: spark_schema_result(GenaiTokens, written, GENAI_TOKENS),
+        lambda: spark_schema_result(GenaiTokens, written, GENAI_TOKENS, rows=sum(counts.values())),
     )
     rows = sum(partition_metadata(context, GENAI_TOKENS, None, "usage_date", counts=counts, previewed=previewed).values())
     result = dg.MaterializeResult(

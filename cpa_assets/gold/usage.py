@@ -186,7 +186,7 @@ def org_daily_usage_by_service(
     previewed, preview, check, png = side_by_side(
         lambda: previews_by_date(written, "usage_date", ["org_id", "service"]),
         lambda: markdown_preview(written),
-        lambda: spark_schema_result(DailyUsage, written, DAILY_USAGE),
+        lambda: spark_schema_result(DailyUsage, written, DAILY_USAGE, rows=sum(counts.values())),
         lambda: chart is not None and daily_cost_per_service(chart.toPandas()),
     )
     rows = sum(partition_metadata(context, DAILY_USAGE, None, "usage_date", counts=counts, previewed=previewed).values())
@@ -269,7 +269,7 @@ def org_top_services_14d(
         lambda: previews_by_date(written, "as_of_date", ["org_id", "rank"]),
         lambda: markdown_preview(written.sort_values(["org_id", "as_of_date", "rank"]) if isinstance(written, pd.DataFrame)
                                  else written.orderBy("org_id", "as_of_date", "rank")),
-        lambda: spark_schema_result(TopService, written, TOP_SERVICES),
+        lambda: spark_schema_result(TopService, written, TOP_SERVICES, rows=sum(counts.values())),
     )
     rows = sum(partition_metadata(context, TOP_SERVICES, None, "as_of_date", counts=counts, previewed=previewed).values())
     result = dg.MaterializeResult(

@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from cpa_assets.bronze.batch import SOURCES_BY_TABLE, CsvSource, bronze_key, read_bronze
 from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
 from cpa_assets.contract import DOCUMENTED_VALUES
+from cpa_assets.metadata import collected, side_by_side
 from cpa_assets.preview import markdown_preview
 from cpa_assets.subsets import selected_results
 
@@ -287,23 +288,25 @@ def read_silver(spark: SparkSession, lake: LakeResource, table: str) -> DataFram
 
 
 def conform_table(table: SilverTable, spark: SparkSession, lake: LakeResource) -> list:
-    """Silver and quarantine for one table: its materialisations and check results."""
+    """Silver and quarantine for one table: its materialisations and check results. The conformed
+    rows are split once, collected once (a few thousand rows) for the figures, previews and checks,
+    and the two tables written side by side; the rows each table holds are counted from its log."""
     bronze = read_bronze(spark, lake, table.table)
     orgs = read_bronze(spark, lake, "customers_orgs")
     conformed = table.conform(bronze, orgs).cache()
     silver, quarantine = split_silver(table, conformed)
-    silver_path = lake.write(silver, "silver", table.table)
-    quarantine_path = lake.write(quarantine, "silver", f"{table.table}_quarantine")
+    written, held = side_by_side(lambda: collected(silver), lambda: collected(quarantine))
+    silver_path, quarantine_path = side_by_side(
+        lambda: lake.write(silver, "silver", table.table),
+        lambda: lake.write(quarantine, "silver", f"{table.table}_quarantine"),
+    )
     conformed.unpersist()
-
-    written = read_silver(spark, lake, table.table).cache()
-    held = lake.read(spark, "silver", f"{table.table}_quarantine", table.quarantine_schema).cache()
-    n_bronze, n_silver, n_held = bronze.count(), written.count(), held.count()
-    by_rule = {rule: 0 for rule in table.rules} | {r[0]: r[1] for r in held.groupBy("dq_rule").count().collect()}
+    n_bronze = lake.row_count("bronze", table.table)
+    n_silver, n_held = lake.row_count("silver", table.table), lake.row_count("silver", f"{table.table}_quarantine")
+    by_rule = {rule: 0 for rule in table.rules} | {k: int(n) for k, n in held["dq_rule"].value_counts().items()}
     by_flag = {flag: 0 for flag in table.all_flags} | {
-        r[0]: r[1] for r in written.select(F.explode("dq_flags").alias("flag")).groupBy("flag").count().collect()
-    }
-    results = [
+        k: int(n) for k, n in written["dq_flags"].explode().dropna().value_counts().items()}
+    return [
         dg.MaterializeResult(
             asset_key=table.silver_key,
             metadata={
@@ -328,9 +331,6 @@ def conform_table(table: SilverTable, spark: SparkSession, lake: LakeResource) -
         spark_schema_result(table.quarantine_pandera_schema, held, table.quarantine_key),
         equality_result("conservation", table.silver_key, {table.table: n_bronze}, {table.table: n_silver + n_held}),
     ]
-    written.unpersist()
-    held.unpersist()
-    return results
 
 
 def _specs(table: SilverTable) -> list[dg.AssetSpec]:

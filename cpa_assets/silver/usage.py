@@ -286,8 +286,8 @@ def silver_usage_events(
         lambda: previews_by_date(written, "event_date", ["event_id"]),
         lambda: previews_by_date(quarantined_now, "event_date", ["event_id"]),
         lambda: markdown_preview(written),
-        lambda: spark_schema_result(SilverUsageEvent, written, SILVER_EVENTS),
-        lambda: spark_schema_result(QUARANTINED_USAGE_EVENT, quarantined_now, QUARANTINE),
+        lambda: spark_schema_result(SilverUsageEvent, written, SILVER_EVENTS, rows=sum(per_date["silver"].values())),
+        lambda: spark_schema_result(QUARANTINED_USAGE_EVENT, quarantined_now, QUARANTINE, rows=sum(per_date["quarantine"].values())),
     )
     per_date |= tallied
     by_rule = summed(per_date["rules"], QUARANTINE_RULES)

@@ -37,7 +37,7 @@ def test_serving_catches_up_after_a_cassandra_restart_without_a_person(tmp_path,
             wait_for(lambda: succeeded(instance, second.name, repair=None), 180, f"{second.name} served again")
             caught_up = time.monotonic() - back
         finally:
-            stack.stop()
+            stack.close()
         print(f"serving caught up {caught_up:.0f} s after Cassandra answered again")
         assert caught_up <= 60 + 30, f"{caught_up:.0f} s"  # the contract's minute, with room for a loaded machine
         assert differences_from_a_clean_run(tmp_path, landing, lake, spark, cassandra,

@@ -32,6 +32,7 @@ def ui(cassandra_server, tmp_path_factory):
     calendar = landing_calendar(landing, LakeResource(landing=str(landing)).event_files())
     with fresh_keyspace("ui_browser") as cassandra:
         stack = LiveStack(root / "home", root / "lake", landing, cassandra.keyspace, env=calendar)
+        stack.prepare()  # its instance's database and the Spark Connect server, as `make run` has them
         backfill = subprocess.run([str(Path(sys.executable).parent / "cpa"), "backfill"], env=stack.env, cwd=REPO,
                                   capture_output=True, text=True, timeout=900)
         assert backfill.returncode == 0, backfill.stdout[-3000:] + backfill.stderr[-3000:]
