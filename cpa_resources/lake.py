@@ -205,7 +205,9 @@ class LakeResource(dg.ConfigurableResource):
     def write(self, df: DataFrame, layer: str, table: str) -> str:
         """Replace an unpartitioned table as a whole, in one commit."""
         path = self.path(layer, table)
-        self._writer(df.coalesce(1)).mode("overwrite").option("overwriteSchema", "true").save(path)
+        # One file, written by one task; the rows are still computed in parallel (a coalesce would
+        # pull the whole computation into that one task).
+        self._writer(df.repartition(1)).mode("overwrite").option("overwriteSchema", "true").save(path)
         return path
 
     def append(self, df: DataFrame, layer: str, table: str, partition_column: str | None = None) -> str:
@@ -213,7 +215,7 @@ class LakeResource(dg.ConfigurableResource):
         there yet (an insert that must hold whatever the table holds is `append_partitions`)."""
         path = self.path(layer, table)
         if partition_column is None:
-            self._writer(df.coalesce(1)).mode("append").save(path)
+            self._writer(df.repartition(1)).mode("append").save(path)
         else:
             self._writer(df.repartition(partition_column)).mode("append").partitionBy(partition_column).save(path)
         return path
