@@ -34,8 +34,10 @@ from cpa_resources.local_cluster import spark_class, spark_env
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
-# A client session left by a run that died keeps what it cached until it expires.
+# A client session left by a run that died keeps what it cached until it expires; an operation
+# whose client is gone (its run killed) is interrupted after this long without it.
 SESSION_TIMEOUT = "5min"
+DETACHED_TIMEOUT = "30s"
 
 
 def port() -> int:
@@ -59,6 +61,7 @@ def server() -> Daemon:
         "spark.connect.grpc.binding.address": HOST,
         "spark.connect.grpc.binding.port": str(port()),
         "spark.connect.session.manager.defaultSessionTimeout": SESSION_TIMEOUT,
+        "spark.connect.execute.manager.detachedTimeout": DETACHED_TIMEOUT,
         "spark.local.dir": str(server_dir() / "scratch"),
     }
     memory = settings.pop("spark.driver.memory")

@@ -81,6 +81,7 @@ class ServingTable:
     def primary_key(self) -> list[str]:
         return [*self.partition_key, *self.clustering]
 
+
     @property
     def date_in_partition_key(self) -> bool:
         return self.date_column in self.partition_key
@@ -249,20 +250,27 @@ def read_dates(session: Session, table: ServingTable, name: str, dates: list[dt.
 
 
 def final_state(table: ServingTable, changes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """What a gold table's change feed leaves for each key it touched: (rows to serve, keys to
-    delete). A key's last commit decides; within one commit a row inserted or updated to wins over
-    its deletion (a replaced row is deleted and inserted again). A row not served (P6's unflagged
-    rows) is a key to delete."""
+    """What a gold table's change feed means for the table served from it: (the rows to write, the
+    keys to delete). A key's last commit decides its state after the run; within one commit a row
+    inserted or updated to wins over its deletion (a replaced row is deleted and inserted again).
+    A key whose row is not served after the run is deleted if its row was served before (its first
+    deleted or pre-update row): P6's rows that were never flagged need no delete."""
+    def served(frame: pd.DataFrame) -> pd.Series:
+        if not table.served_if_any:
+            return pd.Series(True, index=frame.index)
+        return frame[list(table.served_if_any)].fillna(False).astype(bool).any(axis=1)
+
     present = changes["_change_type"].isin(["insert", "update_postimage"])
     latest = changes.groupby(table.primary_key, dropna=False)["_commit_version"].transform("max")
     last = changes[changes["_commit_version"] == latest].assign(_present=present)
     last = last.sort_values("_present").drop_duplicates(table.primary_key, keep="last")
-    served = last["_present"].astype(bool)
-    if table.served_if_any:
-        served &= last[list(table.served_if_any)].fillna(False).astype(bool).any(axis=1)
-    rows = last.loc[served, table.columns].reset_index(drop=True)
-    gone = last.loc[~served, table.primary_key].reset_index(drop=True)
-    return rows, gone
+    last = last.assign(_served=last["_present"].astype(bool) & served(last))
+    prior = changes[changes["_change_type"].isin(["delete", "update_preimage"])]
+    prior = prior.assign(_was_served=served(prior)).groupby(table.primary_key, dropna=False)["_was_served"].any()
+    was_served = last.set_index(table.primary_key).index.map(prior.to_dict()).fillna(False).astype(bool)
+    gone = ~last["_served"].to_numpy() & was_served
+    return (last.loc[last["_served"], table.columns].reset_index(drop=True),
+            last.loc[gone, table.primary_key].reset_index(drop=True))
 
 
 def apply_changes(session: Session, table: ServingTable, name: str, rows: pd.DataFrame, gone: pd.DataFrame) -> dict:
