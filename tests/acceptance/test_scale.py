@@ -1,10 +1,12 @@
 """Ten times the course dataset's size (generated, with every defect): gold and every serving table
-equal the same answers computed again in plain Python and pandas from the landing files."""
+equal the same answers computed again in plain Python and pandas from the landing files; P6 serves
+exactly the gold rows a detector flags."""
 
 import datetime as dt
 
 import pytest
 
+from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
 from cpa_assets.gold.genai import GENAI_TOKENS_SCHEMA
 from cpa_assets.gold.usage import DAILY_USAGE_SCHEMA, TOP_SERVICES_SCHEMA
 from cpa_cli.generate import generate
@@ -51,3 +53,12 @@ def test_gold_and_serving_at_ten_times_equal_an_independent_computation(ten_time
 
     assert_same_rows(read_table(cassandra, "tickets_by_org_date"), p3_tickets_by_org_date(landing), ["org_id", "ticket_date"])
     assert_same_rows(read_table(cassandra, "revenue_by_org_month"), p4_revenue_by_org_month(landing), ["org_id", "month"])
+
+
+def test_p6_at_ten_times_serves_exactly_the_flagged_gold_rows(ten_times, spark):
+    _, lake, cassandra = ten_times
+    gold = lake.read(spark, "gold", "cost_anomalies", COST_ANOMALIES_SCHEMA, "usage_date").toPandas()
+    flagged = gold[gold.is_anomaly_zscore | gold.is_anomaly_mad | gold.is_anomaly_p99]
+    served = read_table(cassandra, "cost_anomalies_by_date")
+    assert len(flagged) > 0 and len(flagged) < len(gold)
+    assert_same_rows(served, flagged[served.columns], ["usage_date", "org_id", "service"])
