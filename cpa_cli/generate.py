@@ -28,7 +28,6 @@ HISTORY_DAYS = 60  # orgs sign up and resources appear during the 60 days before
 WARMUP_DAYS = 14  # anomaly detectors need this much history before a labelled spike
 EVENTS_PER_FILE = 360
 EVENTS_DIR = "usage_events_stream"
-EVENT_FILE = "events_part_{:04d}.jsonl"
 LABELS_FILE = "anomaly_labels.csv"
 LABEL_COLUMNS = ("org_id", "service", "usage_date", "injected_cost_usd", "factor")
 
@@ -847,6 +846,12 @@ def _write_csv(path: Path, columns: tuple, rows: list) -> None:
         writer.writerows([row[column] for column in columns] for row in rows)
 
 
+def event_file_name(number: int, count: int) -> str:
+    """The name of event file `number` of `count`, numbered wide enough (4 digits at least) that the
+    names sort in arrival order at any scale, as a stream's files do."""
+    return f"events_part_{number:0{max(4, len(str(count - 1)))}d}.jsonl"
+
+
 def generate(out: Path, scale: int = 1, seed: int = 7, start: date = DEFAULT_START,
              days: int = 60, anomalies: int = 0, *, force: bool = False) -> dict:
     """Write a landing folder like the course dataset into `out` and summarise it.
@@ -881,7 +886,7 @@ def generate(out: Path, scale: int = 1, seed: int = 7, start: date = DEFAULT_STA
     for table in TABLES:
         _write_csv(out / table.name, COLUMNS[table.name], tables[table.name])
     for number, chunk in enumerate(stream.sequence):
-        path = out / EVENTS_DIR / EVENT_FILE.format(number)
+        path = out / EVENTS_DIR / event_file_name(number, len(stream.sequence))
         path.write_bytes(stream.text(chunk).encode("utf-8"))
     if labels:
         _write_csv(out / LABELS_FILE, LABEL_COLUMNS, labels)

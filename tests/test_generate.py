@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cpa_cli.generate import add_arguments, generate, run
+from cpa_cli.generate import add_arguments, event_file_name, generate, run
 from tests.conftest import require_real_landing
 
 REPO = Path(__file__).parents[1]
@@ -410,3 +410,9 @@ def test_force_replaces_only_generated_files(tmp_path, capsys):
     assert not stale.exists()
     assert not (tmp_path / "anomaly_labels.csv").exists()
     assert "event lines" in capsys.readouterr().out
+
+
+def test_event_file_names_sort_in_arrival_order_past_ten_thousand_files():
+    assert event_file_name(7, 120) == "events_part_0007.jsonl"
+    names = [event_file_name(number, 12_003) for number in range(12_003)]
+    assert sorted(names) == names and names[-1] == "events_part_12002.jsonl"
