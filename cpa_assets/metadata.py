@@ -204,6 +204,20 @@ def side_by_side(*actions: Callable[[], Any]) -> list:
         return [future.result() for future in [pool.submit(action) for action in actions]]
 
 
+def collect_and_write_pair(
+    lake: Any, layer: str, tables: tuple[str, str], frames: tuple[DataFrame, DataFrame], source: DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, str, str]:
+    """A step's two tables (its rows and the rows it set aside, both split from the cached `source`):
+    each collected once for the step's figures, previews and checks, both written side by side, then
+    the cache dropped. Gives the two collected frames and the two table paths."""
+    first, second = frames
+    kept, set_aside = side_by_side(lambda: collected(first), lambda: collected(second))
+    first_path, second_path = side_by_side(
+        lambda: lake.write(first, layer, tables[0]), lambda: lake.write(second, layer, tables[1]))
+    source.unpersist()
+    return kept, set_aside, first_path, second_path
+
+
 def partition_metadata(
     context: dg.AssetExecutionContext,
     asset_key: dg.AssetKey,

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 import pandera.pyspark as pa
 
 from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
-from cpa_assets.metadata import collected, side_by_side
+from cpa_assets.metadata import collect_and_write_pair
 from cpa_assets.preview import markdown_preview
 from cpa_assets.subsets import selected_results
 
@@ -211,12 +211,8 @@ def ingest_csv(source: CsvSource, spark: SparkSession, lake: LakeResource) -> li
     check_header(source, path)
     typed = type_rows(source, read_csv_rows(spark, source, path)).cache()
     rows, rejects = split_rows(source, typed)
-    kept, rejected = side_by_side(lambda: collected(rows), lambda: collected(rejects))
-    table_path, rejects_path = side_by_side(
-        lambda: lake.write(rows, "bronze", source.table),
-        lambda: lake.write(rejects, "bronze", f"{source.table}_rejects"),
-    )
-    typed.unpersist()
+    kept, rejected, table_path, rejects_path = collect_and_write_pair(
+        lake, "bronze", (source.table, f"{source.table}_rejects"), (rows, rejects), typed)
     n_rows, n_rejected = lake.row_count("bronze", source.table), lake.row_count("bronze", f"{source.table}_rejects")
     reasons = {reason: int(n) for reason, n in rejected["reason"].value_counts().items()}
     n_duplicates = reasons.get("duplicate_key", 0)

@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from cpa_assets.bronze.batch import SOURCES_BY_TABLE, CsvSource, bronze_key, read_bronze
 from cpa_assets.checks import equality_result, schema_spec, spark_schema, spark_schema_result
 from cpa_assets.contract import DOCUMENTED_VALUES
-from cpa_assets.metadata import collected, side_by_side
+from cpa_assets.metadata import collect_and_write_pair
 from cpa_assets.preview import markdown_preview
 from cpa_assets.subsets import selected_results
 
@@ -295,12 +295,8 @@ def conform_table(table: SilverTable, spark: SparkSession, lake: LakeResource) -
     orgs = read_bronze(spark, lake, "customers_orgs")
     conformed = table.conform(bronze, orgs).cache()
     silver, quarantine = split_silver(table, conformed)
-    written, held = side_by_side(lambda: collected(silver), lambda: collected(quarantine))
-    silver_path, quarantine_path = side_by_side(
-        lambda: lake.write(silver, "silver", table.table),
-        lambda: lake.write(quarantine, "silver", f"{table.table}_quarantine"),
-    )
-    conformed.unpersist()
+    written, held, silver_path, quarantine_path = collect_and_write_pair(
+        lake, "silver", (table.table, f"{table.table}_quarantine"), (silver, quarantine), conformed)
     n_bronze = lake.row_count("bronze", table.table)
     n_silver, n_held = lake.row_count("silver", table.table), lake.row_count("silver", f"{table.table}_quarantine")
     by_rule = {rule: 0 for rule in table.rules} | {k: int(n) for k, n in held["dq_rule"].value_counts().items()}
