@@ -37,8 +37,8 @@ monthly_billing_job = dg.define_asset_job(
     description="billing_monthly → bronze → silver; revenue_by_org_month → Cassandra.",
 )
 
-# Stream runs replace the same partitions one at a time (dagster.yaml's limit on this tag) and run
-# in the warm worker (its launcher's tag).
+# Stream runs write the same tables: one at a time (dagster.yaml's limit on this tag), so the files
+# that arrive while one works wait in the folder and go together in the next.
 STREAM_TAGS = {"cpa/lake": "usage"}
 
 ALL_SOURCES = (*DAILY_SOURCES, "billing_monthly")

@@ -45,6 +45,9 @@ EVENTS_FOLDER = "usage_events_stream"
 # step reads every partition it covers, so few files beat rare compactions: P1 of a warm stream run
 # took 7.1 s at p50 and 9.6 s in the run that compacts with 4, against 7.8 s at p50 with 10 (measured).
 MAX_FILES_PER_PARTITION = 4
+# While more files wait for the stream, a run leaves compaction to a run with none waiting (its
+# seconds would delay them all), unless a partition holds this many files: bounded either way.
+MAX_FILES_PER_PARTITION_BUSY = 12
 # Versions stay restorable for a week; older data files go at the next compaction (VACUUM).
 RETENTION_HOURS = 168
 # Every run that writes the lake holds this lock from its start to its end; another run waits.
@@ -282,15 +285,15 @@ class LakeResource(dg.ConfigurableResource):
         return path
 
     def compact_partitions(
-        self, spark: SparkSession, layer: str, table: str, partition_column: str, keys: Iterable[str] | None = None
+        self, spark: SparkSession, layer: str, table: str, partition_column: str, keys: Iterable[str] | None = None,
+        most: int = MAX_FILES_PER_PARTITION,
     ) -> list[str]:
-        """Compact (OPTIMIZE) the partitions (of `keys`, or all) that hold more than
-        MAX_FILES_PER_PARTITION files, then vacuum the files no version of the retention period
-        uses; the compacted keys."""
+        """Compact (OPTIMIZE) the partitions (of `keys`, or all) that hold more than `most` files,
+        then vacuum the files no version of the retention period uses; the compacted keys."""
         if not self.exists(layer, table):
             return []
         counts = self.files_per_partition(layer, table, partition_column)
-        crowded = sorted(k for k, n in counts.items() if n > MAX_FILES_PER_PARTITION and (keys is None or k in set(keys)))
+        crowded = sorted(k for k, n in counts.items() if n > most and (keys is None or k in set(keys)))
         if crowded:
             self._sql(spark, f"OPTIMIZE {table_ref(self.path(layer, table))} WHERE {in_keys(partition_column, crowded)}")
             self.vacuum(layer, table)

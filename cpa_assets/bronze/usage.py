@@ -19,6 +19,7 @@ from cpa_assets.partitions import bookkeeping_last, event_date_partitions, serve
 from cpa_assets.preview import markdown_preview
 
 from cpa_resources import LakeResource
+from cpa_resources.lake import MAX_FILES_PER_PARTITION, MAX_FILES_PER_PARTITION_BUSY
 
 BRONZE_EVENTS = dg.AssetKey(["bronze", "usage_events"])
 REJECTS = dg.AssetKey(["bronze", "usage_events_rejects"])
@@ -470,7 +471,8 @@ def usage_events_ledger(
     """Account for every landing line that bronze did not keep, and prove nothing went missing.
 
     Last in a run (nothing served reads it), it also compacts the bronze and silver partitions that
-    appended files left crowded."""
+    appended files left crowded: when no delivered file waits for the stream, or when they grew
+    crowded past the bound for a busy stream."""
     session = spark.spark_session
     stats = run_files(lake, config)
     files = list(stats)
@@ -507,8 +509,13 @@ def usage_events_ledger(
         counts_path = lake.write(session.createDataFrame(_count_rows(per_file), FILE_COUNTS_SCHEMA),
                                  "bronze", "usage_events_file_counts")
         written_as = "recomputed from every file"
-    compacted = {layer_table: lake.compact_partitions(session, *layer_table.split("/"), "event_date")
+    waiting = waiting_files(lake, per_file)
+    most = MAX_FILES_PER_PARTITION_BUSY if waiting else MAX_FILES_PER_PARTITION
+    compacted = {layer_table: lake.compact_partitions(session, *layer_table.split("/"), "event_date", most=most)
                  for layer_table in ("bronze/usage_events", "silver/usage_events", "silver/usage_events_quarantine")}
+    if waiting:
+        context.log.info(f"{len(waiting)} delivered files wait for the stream: partitions compacted only past"
+                         f" {MAX_FILES_PER_PARTITION_BUSY} files")
 
     reasons = {r[0]: r[1] for r in rejects.groupBy("reason").count().collect()}
     n_rejects = sum(c["rejects"] for c in per_file.values())
@@ -556,6 +563,12 @@ def usage_events_ledger(
         f"landing ledger: {totals['lines_read']} lines in {len(per_file)} files = {totals['bronze_rows']} bronze"
         f" + {totals['rejects']} rejects + {totals['duplicates']} duplicates"
     )
+
+
+def waiting_files(lake: LakeResource, ledger: dict[str, dict]) -> list[str]:
+    """Delivered files the ledger (as this run leaves it) does not hold: they wait for the run
+    after this one. Compaction waits for a run with none waiting: its seconds would delay them all."""
+    return [f.name for f in lake.event_files() if f.name not in ledger]
 
 
 def _count_rows(per_file: dict[str, dict]) -> list[tuple]:

@@ -7,7 +7,7 @@ import pytest
 
 from cpa_assets.bronze.usage import (
     BRONZE_SCHEMA, FILE_COUNTS_SCHEMA, LandingFiles, PlannedFile, ledger_extension, new_files_ledger,
-    parse_events, read_event_lines, run_files, split_events,
+    parse_events, read_event_lines, run_files, split_events, waiting_files,
 )
 from cpa_resources import LakeResource
 
@@ -131,6 +131,16 @@ def test_a_run_reads_the_ledger_files_and_its_planned_files_as_planned(spark, tm
     everything = run_files(lake, LandingFiles())
     assert [f.name for f in everything] == ["a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"]
     assert everything[stream / "b.jsonl"] == (0, (stream / "b.jsonl").stat().st_mtime_ns)
+
+
+def test_files_no_run_has_taken_wait_and_put_compaction_off(tmp_path):
+    stream = tmp_path / "landing" / "usage_events_stream"
+    stream.mkdir(parents=True)
+    for name in ("a.jsonl", "b.jsonl", ".c.jsonl.tmp"):
+        (stream / name).write_text("")
+    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
+    assert waiting_files(lake, {"a.jsonl": _ledger_row()}) == ["b.jsonl"]  # a file still being written does not count
+    assert waiting_files(lake, {"a.jsonl": _ledger_row(), "b.jsonl": _ledger_row()}) == []
 
 
 def _ledger_row(lines=2, bronze=1, rejects=1, duplicates=0, size=10, mtime_ns=100) -> dict:

@@ -70,6 +70,14 @@ def test_merged_rows_insert_only_new_keys_and_crowded_partitions_are_compacted(s
         assert max(files_per_day(lake).values()) <= MAX_FILES_PER_PARTITION
     frame = lake.read(spark, "gold", "t").toPandas()
     assert sorted(zip(frame.day.astype(str), frame.event_id)) == sorted(expected)
+    # A busy stream's bound: partitions are left alone until they hold more files than it.
+    for n in range(MAX_FILES_PER_PARTITION + 1):
+        lake.append_partitions(spark.createDataFrame([(f"c{n}", d1)], schema), "gold", "t", "day")
+    held = files_per_day(lake)[str(d1)]
+    assert held > MAX_FILES_PER_PARTITION
+    assert lake.compact_partitions(spark, "gold", "t", "day", keys=[str(d1)], most=held) == []
+    assert lake.compact_partitions(spark, "gold", "t", "day", keys=[str(d1)], most=held - 1) == [str(d1)]
+    assert files_per_day(lake)[str(d1)] == 1
     assert "OPTIMIZE" in [entry["operation"] for entry in lake.history("gold", "t")]
     assert "MERGE" in [entry["operation"] for entry in lake.history("gold", "t")]
 
