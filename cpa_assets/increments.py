@@ -7,7 +7,12 @@ later step reads what its upstream table's commits of this run changed (the tabl
 `LakeResource.run_changes`) and updates only the rows those changes reach. A backfill, a run from
 the UI and a repair carry no names: every step recomputes the run's partitions. So does a step
 whose upstream recomputed in this run (bronze finding that the files cannot simply be added,
-silver after a reload of the org or resource snapshot)."""
+silver after a reload of the org or resource snapshot).
+
+The marts after P1 may be left by a run to the next one while files wait (cpa_assets/gold/tail.py):
+that run's config names the runs it completes (`follows`), and those marts and their tables follow
+the commits of all of them. Steps before them (bronze, silver, the daily mart) follow this run only:
+following an earlier run's silver commits again would add its events twice."""
 
 from __future__ import annotations
 
@@ -22,9 +27,15 @@ from cpa_resources import LakeResource
 
 class UsageRun(dg.Config):
     """What the usage sensor says of a run: the files it adds, when they arrived after every file
-    before them (the usual delivery). Empty: recompute the run's partitions."""
+    before them (the usual delivery), and for the marts after P1, the earlier runs that left theirs
+    to this one (`follows`, see cpa_assets/gold/tail.py). Both empty: recompute the run's partitions."""
 
     appended: list[str] = []
+    follows: list[str] = []
+
+    @property
+    def increments(self) -> bool:
+        return bool(self.appended or self.follows)
 
 
 class Mode(Enum):
@@ -54,13 +65,14 @@ class Upstream:
 
 
 def upstream(config: UsageRun, lake: LakeResource, spark: SparkSession, layer: str, table: str) -> Upstream:
-    """Recompute unless the run appends and every data-changing commit of this run to the upstream
-    table only added (or merged) rows; then its change feed for those commits."""
-    if not config.appended:
+    """Recompute unless the run appends (or completes earlier runs) and every data-changing commit
+    of this run and of the runs it follows to the upstream table only added (or merged) rows; then
+    the change feed of those commits."""
+    if not config.increments:
         return Upstream(Mode.RECOMPUTE)
-    commits = [c for c in lake.run_commits(layer, table) if c.get("operation") != "OPTIMIZE"]
+    commits = [c for c in lake.run_commits(layer, table, config.follows) if c.get("operation") != "OPTIMIZE"]
     if any(_kind(c) not in FOLLOWABLE for c in commits):
         return Upstream(Mode.RECOMPUTE)
     if not commits:
         return Upstream(Mode.INCREMENT, None)
-    return Upstream(Mode.INCREMENT, lake.run_changes(spark, layer, table))
+    return Upstream(Mode.INCREMENT, lake.run_changes(spark, layer, table, config.follows))

@@ -12,6 +12,10 @@ their events to bronze and silver (appends) and recomputes the gold dates they t
 run (a file named out of order, a file rewritten in place, a repair) recomputes its dates from
 every landing file.
 
+A run that left the marts after P1 to the next (files were waiting, cpa_assets/gold/tail.py) is
+followed by the next run over its range too: the next file's run, or a run of its own for those
+marts when no file comes.
+
 A stream run that failed, whatever step it died in (a bad server, a killed process, a run that
 never started), is repaired by the next run over its range: the next file's run takes it in, or,
 when no file comes, a run of its own after a short backoff."""
@@ -32,12 +36,13 @@ from cpa_assets.jobs import usage_stream_job
 from cpa_assets.landing import event_dates
 from cpa_assets.gold.anomalies import cost_anomalies
 from cpa_assets.gold.genai import genai_tokens_by_org_date
+from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG
 from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
 from cpa_assets.partitions import (
     ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS, event_date_partitions,
     PARTITION_RANGE_END_TAG as RANGE_END, PARTITION_RANGE_START_TAG as RANGE_START,
 )
-from cpa_assets.serving.tables import serving_assets
+from cpa_assets.serving.tables import SERVING_TABLES, serving_assets
 from cpa_assets.silver.usage import silver_usage_events
 from cpa_resources import LakeResource
 
@@ -97,6 +102,15 @@ class FailedRun:
     updated_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class DeferredTail:
+    """The runs whose marts after P1 the last stream run left to the next, and the range they cover."""
+
+    runs: tuple[str, ...]
+    start: str | None = None
+    end: str | None = None
+
+
 @dataclass
 class Tick:
     """What the sensor knows at one moment, besides its cursor: the folder, the ledger, the failed
@@ -109,6 +123,7 @@ class Tick:
     now: float = 0.0
     # A fresh lake has no org or resource snapshot yet: the run loads them first.
     snapshots_missing: bool = False
+    deferred: DeferredTail | None = None
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -148,7 +163,8 @@ def plan_stream_run(
         if not new and tick.now - run.ended_at < backoff_seconds(run.attempt):
             break  # later failures wait with it, so none is repaired twice
         repairs.append(run)
-    if not new and not repairs:
+    deferred = tick.deferred
+    if not new and not repairs and deferred is None:
         return None, json.dumps(state, sort_keys=True)
 
     known = set(tick.ledger) | set(pending)
@@ -167,14 +183,20 @@ def plan_stream_run(
         state["repaired_through"] = max(run.updated_at for run in repairs)
 
     files = {entry["name"]: entry for run in repairs for entry in run.files} | {f.name: f.planned() for f in new}
-    identity = json.dumps([[f.name, f.size, f.mtime_ns] for f in new] + [run.run_id for run in repairs])
+    identity = json.dumps([[f.name, f.size, f.mtime_ns] for f in new] + [run.run_id for run in repairs]
+                          + list(deferred.runs if deferred else ()))
     tags = {"cpa/files": ",".join(sorted(files))[:200],
             "cpa/attempt": str(max([run.attempt for run in repairs], default=0) + 1)}
     if repairs:
         tags["cpa/repairs"] = ",".join(run.run_id for run in repairs)[:1000]
+    # The marts left by earlier runs follow their commits in a run that appends (or in a run of
+    # their own); a run that recomputes covers their range anyway.
+    follows = list(deferred.runs) if deferred and (appended or not new) and not repairs else []
+    if follows:
+        tags[FOLLOWS_TAG] = ",".join(follows)[:1000]
     planned = {"files": sorted(files.values(), key=lambda entry: entry["name"])}
-    starts = [run.start for run in repairs if run.start] + ([min(dates)] if dates else [])
-    ends = [run.end for run in repairs if run.end]
+    starts = [run.start for run in repairs + ([deferred] if deferred else []) if run.start] + ([min(dates)] if dates else [])
+    ends = [run.end for run in repairs + ([deferred] if deferred else []) if run.end]
     if dates:
         widened = (dt.date.fromisoformat(max(dates)) + dt.timedelta(days=DOWNSTREAM_DAYS)).isoformat()
         ends.append(min(widened, state["last_date"]))
@@ -190,11 +212,22 @@ def plan_stream_run(
     run_config = {"ops": {
         bronze_usage_events.op.name: {"config": planned | {"appended": appended}},
         usage_events_ledger.op.name: {"config": planned | {"appended": appended}},
-        **{name: {"config": {"appended": appended}} for name in FOLLOWING_OPS},
+        **{name: {"config": {"appended": appended} | ({"follows": follows} if name in TAIL_OPS else {})}
+           for name in FOLLOWING_OPS},
     }}
     selection = None if tick.snapshots_missing else STREAM_ASSETS
+    if not new and not repairs:  # only the marts earlier runs left
+        selection = TAIL_ASSETS
+        run_config = {"ops": {name: {"config": {"follows": follows}} for name in TAIL_OPS}}
     return dg.RunRequest(**request_args, asset_selection=selection, run_config=run_config), json.dumps(state, sort_keys=True)
 
+
+# The marts after P1 and their tables: a stream run may leave them to the next (cpa_assets/gold/tail.py).
+TAIL_MARTS = (org_top_services_14d, genai_tokens_by_org_date, cost_anomalies)
+TAIL_ASSETS = [key for assets in TAIL_MARTS for key in assets.keys]
+TAIL_ASSETS += [table.key for table in SERVING_TABLES if table.gold in TAIL_ASSETS]
+TAIL_OPS = [assets.node_def.name for assets in TAIL_MARTS] + [
+    assets.node_def.name for assets in serving_assets if assets.key in TAIL_ASSETS]
 
 # The steps after bronze that follow what it added (see cpa_assets/increments.py).
 FOLLOWING_OPS = [
@@ -280,6 +313,19 @@ def failed_stream_runs(instance: dg.DagsterInstance, since: float) -> list[Faile
     return failed
 
 
+def deferred_tail(instance: dg.DagsterInstance) -> DeferredTail | None:
+    """The runs whose marts after P1 are still to follow: those the last stream run to end left,
+    if it succeeded (a failed one is repaired over its range, which holds theirs)."""
+    last = instance.get_runs(
+        dg.RunsFilter(job_name=usage_stream_job.name, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
+        limit=1,
+    )
+    if not last or last[0].status != dg.DagsterRunStatus.SUCCESS or not last[0].tags.get(DEFERRED_TAG):
+        return None
+    run = last[0]
+    return DeferredTail(tuple(run.tags[DEFERRED_TAG].split(",")), run.tags.get(RANGE_START), run.tags.get(RANGE_END))
+
+
 IN_FLIGHT = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
              dg.DagsterRunStatus.STARTED)
 
@@ -302,7 +348,8 @@ def usage_events_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
     def plan(cursor):
         busy = stream_runs_in(instance, *IN_FLIGHT) > 0
         tick = Tick(listing_of(lake), ledger_of(lake), failed, busy, time.time(),
-                    snapshots_missing=not all(lake.exists("bronze", t) for t in ("customers_orgs", "resources")))
+                    snapshots_missing=not all(lake.exists("bronze", t) for t in ("customers_orgs", "resources")),
+                    deferred=None if busy else deferred_tail(instance))
         return plan_stream_run(cursor, tick, lambda name: event_dates(lake.events_dir() / name))
 
     # Watching: a file that lands, or the stream run in flight that ends with files waiting for it,

@@ -79,6 +79,11 @@ class LakeResource(dg.ConfigurableResource):
             self._lock = self.hold_lock(context.run.run_id, context.log)
             self._run_id = context.run.tags.get(ROOT_RUN_TAG) or context.run.run_id
 
+    @property
+    def run_id(self) -> str:
+        """The run whose id this resource's commits carry ("" outside a run)."""
+        return self._run_id
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._lock is not None:
             os.close(self._lock)  # closing the descriptor releases the lock
@@ -333,24 +338,28 @@ class LakeResource(dg.ConfigurableResource):
         spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", self._run_id)
         return spark.sql(statement).collect()
 
-    def run_commits(self, layer: str, table: str) -> list[dict]:
-        """This run's commits of the table, oldest first (version, operation, ...): none outside a
-        run or when the run has not written it."""
+    def run_commits(self, layer: str, table: str, runs: Iterable[str] = ()) -> list[dict]:
+        """This run's commits of the table (and those of the earlier `runs` it completes), oldest
+        first (version, operation, ...): none outside a run or when no such run has written it."""
         if not self._run_id or not self.exists(layer, table):
             return []
+        wanted = {self._run_id, *runs}
         return sorted((entry for entry in self.history(layer, table, RUN_COMMITS_LOOKBACK)
-                       if entry.get("userMetadata") == self._run_id), key=lambda entry: entry["version"])
+                       if entry.get("userMetadata") in wanted), key=lambda entry: entry["version"])
 
-    def run_changes(self, spark: SparkSession, layer: str, table: str) -> DataFrame | None:
-        """The rows this run's commits inserted, updated or deleted (Delta's change feed: the table's
-        columns with `_change_type` and `_commit_version`), read from the files those commits
-        wrote; None when the run made no commit of the table."""
-        commits = self.run_commits(layer, table)
+    def run_changes(self, spark: SparkSession, layer: str, table: str, runs: Iterable[str] = ()) -> DataFrame | None:
+        """The rows this run's commits (and those of the earlier `runs`) inserted, updated or deleted
+        (Delta's change feed: the table's columns with `_change_type` and `_commit_version`), read
+        from the files those commits wrote; None when none of these runs made a commit of the table."""
+        commits = self.run_commits(layer, table, runs)
         if not commits:
             return None
-        return (spark.read.format("delta").option("readChangeFeed", "true")
-                .option("startingVersion", commits[0]["version"]).option("endingVersion", commits[-1]["version"])
-                .load(self.path(layer, table)))
+        changes = (spark.read.format("delta").option("readChangeFeed", "true")
+                   .option("startingVersion", commits[0]["version"]).option("endingVersion", commits[-1]["version"])
+                   .load(self.path(layer, table)))
+        if runs:  # another writer's commits may lie between theirs
+            changes = changes.where(F.col("_commit_version").isin([c["version"] for c in commits]))
+        return changes
 
     def partition_counts(self, layer: str, table: str, partition_column: str) -> dict[str, int]:
         """Rows per partition of the table's current version, from its log (each data file's record

@@ -3,6 +3,7 @@ judged by three detectors — z-score, robust z (median and MAD) and the baselin
 
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 import pandera.pyspark as pa
@@ -14,9 +15,10 @@ from pyspark.sql import functions as F
 from cpa_assets.charts import cost_with_anomalies
 from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import chart_metadata, partition_metadata, side_by_side
+from cpa_assets.gold.tail import defer, tail_mart
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, few_orgs, new_state, scope
 from cpa_assets.increments import Mode, UsageRun, upstream
-from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, anomaly_baseline_window, event_date_partitions, single_run
+from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, anomaly_baseline_window
 from cpa_assets.preview import markdown_preview
 
 from cpa_resources import LakeResource
@@ -178,24 +180,19 @@ def _days(first: dt.date, last: dt.date) -> list[str]:
     return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-@dg.asset(
-    key=COST_ANOMALIES,
-    ins={"daily": dg.AssetIn(DAILY_USAGE, partition_mapping=anomaly_baseline_window, dagster_type=dg.Nothing)},
-    partitions_def=event_date_partitions,
-    backfill_policy=single_run,
-    group_name="gold",
-    kinds={"spark", "delta"},
-    check_specs=[schema_spec(COST_ANOMALIES)],
-)
+@tail_mart(COST_ANOMALIES, deps=[dg.AssetDep(DAILY_USAGE, partition_mapping=anomaly_baseline_window)],
+           check_specs=[schema_spec(COST_ANOMALIES)])
 def cost_anomalies(
     context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """Every org × service × usage_date of the daily usage mart with its trailing baseline (the 28
     earlier days that have a row: count, mean, std, median, MAD, p99), the three scores and one flag
     per detector: `is_anomaly_zscore` (z > 8), `is_anomaly_mad` (robust z > 10) and `is_anomaly_p99`
     (cost > 1.5 × p99). With fewer than 7 earlier days nothing is flagged (P6). A stream run judges
     again only the org × service series whose daily rows it changed, on the days whose baseline
     holds one of them."""
+    if defer(context, config, lake, "P6"):
+        return
     dates = context.partition_keys
     session = spark.spark_session
     daily_side = upstream(config, lake, session, "gold", "org_daily_usage_by_service")
@@ -230,6 +227,7 @@ def cost_anomalies(
             n for d, n in lake.partition_counts("gold", "cost_anomalies", "usage_date").items() if dates[0] <= d <= dates[-1])),
     )
     result = dg.MaterializeResult(
+        asset_key=COST_ANOMALIES,
         metadata={
             "dagster/row_count": totals["rows"],
             "rows_written": totals["written"],
@@ -243,4 +241,4 @@ def cost_anomalies(
         check_results=[check],
     )
     written.unpersist()
-    return result
+    yield result

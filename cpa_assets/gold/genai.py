@@ -1,5 +1,6 @@
 """Gold GenAI mart: an org's daily GenAI tokens, their cost and the events that carried them (P5)."""
 
+from collections.abc import Iterator
 
 import dagster as dg
 import pandera.pyspark as pa
@@ -12,7 +13,7 @@ from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.gold.usage import increment_cells, new_state
 from cpa_assets.increments import Mode, UsageRun, upstream
 from cpa_assets.metadata import collected, partition_metadata, previews_by_date, release, side_by_side
-from cpa_assets.partitions import event_date_partitions, single_run
+from cpa_assets.gold.tail import defer, tail_mart
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
 
@@ -57,23 +58,17 @@ GENAI_CELL = ["org_id", "usage_date"]
 GENAI_MEASURES = ["genai_tokens", "genai_cost_usd", "genai_events"]
 
 
-@dg.asset(
-    key=GENAI_TOKENS,
-    deps=[SILVER_EVENTS],
-    partitions_def=event_date_partitions,
-    backfill_policy=single_run,
-    group_name="gold",
-    kinds={"spark", "delta"},
-    check_specs=[schema_spec(GENAI_TOKENS)],
-)
+@tail_mart(GENAI_TOKENS, deps=[SILVER_EVENTS], check_specs=[schema_spec(GENAI_TOKENS)])
 def genai_tokens_by_org_date(
     context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """GenAI usage per org × usage_date (P5): genai_tokens, genai_cost_usd (estimated from the
     cost increments of `genai` events) and genai_events (events with genai_tokens > 0).
 
     Only events of the `genai` service count; tokens flagged on other services (EV-06) do not. A
     stream run that added genai events updates only the org × dates they reach."""
+    if defer(context, config, lake, "P5"):
+        return
     dates = context.partition_keys
     session = spark.spark_session
     silver_side = upstream(config, lake, session, "silver", "usage_events")
@@ -81,7 +76,7 @@ def genai_tokens_by_org_date(
     if silver_side.mode is Mode.INCREMENT:
         if silver_side.changes is not None:
             increment_cells(lake, session, silver_side.changes, "genai_tokens_by_org_date", GENAI_CELL, daily_genai_usage,
-                            GENAI_MEASURES, where=F.col("service") == GENAI_SERVICE)
+                            GENAI_MEASURES, where=F.col("service") == GENAI_SERVICE, runs=config.follows)
         written = collected(new_state(lake.run_changes(session, "gold", "genai_tokens_by_org_date"), GENAI_TOKENS_SCHEMA, session))
     else:
         silver = lake.read(session, "silver", "usage_events", SILVER_SCHEMA, "event_date", dates)
@@ -96,6 +91,7 @@ def genai_tokens_by_org_date(
     )
     rows = sum(partition_metadata(context, GENAI_TOKENS, None, "usage_date", counts=counts, previewed=previewed).values())
     result = dg.MaterializeResult(
+        asset_key=GENAI_TOKENS,
         metadata={
             "dagster/row_count": rows,
             "rows_written": sum(previewed[0].values()),
@@ -107,4 +103,4 @@ def genai_tokens_by_org_date(
         check_results=[check],
     )
     release(written)
-    return result
+    yield result

@@ -2,6 +2,7 @@
 
 
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
@@ -18,6 +19,7 @@ from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partition
 from cpa_assets.increments import Mode, UsageRun, upstream
 from cpa_assets.preview import markdown_preview
 from cpa_assets.bronze.usage import inserted
+from cpa_assets.gold.tail import defer, tail_mart
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
 
 from cpa_resources import LakeResource
@@ -135,13 +137,13 @@ def silver_cells(lake: LakeResource, spark, changes: DataFrame, cell: list[str],
 
 
 def increment_cells(lake: LakeResource, spark, changes: DataFrame, table: str, cell: list[str], aggregate,
-                    measures: list[str], where=None) -> None:
-    """Bring the gold cells that this run's new silver rows reach up to date, in one MERGE: each
-    reached cell gets the sums of its new rows added (the rows are new events, the measures sums),
-    a new cell is inserted. If this run (or the run it re-executes) has already merged into the
-    table, adding again would count twice: the reached cells are recomputed from all their silver
-    rows instead."""
-    if lake.run_commits("gold", table):
+                    measures: list[str], where=None, runs: list[str] = ()) -> None:
+    """Bring the gold cells that the new silver rows of this run (and of the earlier `runs` it
+    completes) reach up to date, in one MERGE: each reached cell gets the sums of its new rows
+    added (the rows are new events, the measures sums), a new cell is inserted. If one of these runs
+    (or the run this one re-executes) has already merged into the table, adding again would count
+    twice: the reached cells are recomputed from all their silver rows instead."""
+    if lake.run_commits("gold", table, runs):
         rows, _ = silver_cells(lake, spark, changes, cell, where)
         lake.upsert(aggregate(rows), "gold", table, cell, "usage_date")
         return
@@ -222,23 +224,18 @@ def scope(column: str, values: list[str]) -> str:
     return f"{column} IN ({quoted})"
 
 
-@dg.asset(
-    key=TOP_SERVICES,
-    ins={"daily": dg.AssetIn(DAILY_USAGE, partition_mapping=top_services_window, dagster_type=dg.Nothing)},
-    partitions_def=event_date_partitions,
-    backfill_policy=single_run,
-    group_name="gold",
-    kinds={"spark", "delta"},
-    check_specs=[schema_spec(TOP_SERVICES)],
-)
+@tail_mart(TOP_SERVICES, deps=[dg.AssetDep(DAILY_USAGE, partition_mapping=top_services_window)],
+           check_specs=[schema_spec(TOP_SERVICES)])
 def org_top_services_14d(
     context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult]:
     """Services of each org ranked by total cost over the 14 days ending on `as_of_date` (P2).
 
     All ranked services are kept; "top N" is the first N ranks. Days before the first data day
     contribute nothing, so early windows are shorter. A stream run re-ranks only the orgs and
     as_of dates whose window holds a daily row it changed."""
+    if defer(context, config, lake, "P2"):
+        return
     dates = context.partition_keys
     session = spark.spark_session
     daily_side = upstream(config, lake, session, "gold", "org_daily_usage_by_service")
@@ -273,6 +270,7 @@ def org_top_services_14d(
     )
     rows = sum(partition_metadata(context, TOP_SERVICES, None, "as_of_date", counts=counts, previewed=previewed).values())
     result = dg.MaterializeResult(
+        asset_key=TOP_SERVICES,
         metadata={
             "dagster/row_count": rows,
             "rows_written": sum(previewed[0].values()),
@@ -284,4 +282,4 @@ def org_top_services_14d(
         check_results=[check],
     )
     release(written)
-    return result
+    yield result

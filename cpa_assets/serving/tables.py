@@ -359,9 +359,10 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         cassandra.apply_cql(table.name)
         name = cassandra.table(table.name)
         started = time.perf_counter()
-        if config.appended and table.partitions_def is event_date_partitions:
-            # A stream run: the gold rows this run changed, as its commits' change feed left them.
-            changes = lake.run_changes(spark.spark_session, "gold", gold_table)
+        if config.increments and table.partitions_def is event_date_partitions:
+            # A stream run: the gold rows this run (and the runs it completes) changed, as their
+            # commits' change feed left them.
+            changes = lake.run_changes(spark.spark_session, "gold", gold_table, config.follows)
             feed = (changes.select(*table.columns, "_change_type", "_commit_version").toPandas()
                     if changes is not None else pd.DataFrame(columns=[*table.columns, "_change_type", "_commit_version"]))
             gold, gone = final_state(table, feed)

@@ -11,7 +11,8 @@ import pytest
 from cpa_assets.definitions import build_definitions
 from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
 from cpa_assets.jobs import ALL_SOURCES, snapshots
-from cpa_assets.sensors import usage_events_sensor
+from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG
+from cpa_assets.sensors import TAIL_ASSETS, usage_events_sensor
 from cpa_assets.silver import usage as silver_usage
 from cpa_cli.generate import generate
 from cpa_cli.replay import deliver
@@ -78,7 +79,7 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
 
     state = {"cursor": None}
 
-    def deliver_and_tick(source, name, succeeds=True):
+    def deliver_and_tick(source, name, succeeds=True, meanwhile=None):
         if source is not None:
             target = deliver(source, tmp_path / "outbox")
             target.rename(stream / name)
@@ -87,6 +88,8 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         state["cursor"] = tick.cursor
         assert len(tick.run_requests) == 1
         request = tick.run_requests[0]
+        if meanwhile is not None:  # a file that lands while the run works
+            deliver(meanwhile[0], tmp_path / "outbox").rename(stream / meanwhile[1])
         result = defs.resolve_job_def("usage_stream").execute_in_process(
             instance=instance, tags=request.tags, asset_selection=request.asset_selection, run_config=request.run_config,
             raise_on_error=False,
@@ -95,6 +98,9 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         if not succeeds:
             return request
         state["steps"] = [event.step_key for event in result.all_events if event.is_step_start]
+        state["tags"] = instance.get_run_by_id(result.run_id).tags
+        state["run_id"] = result.run_id
+        state["materialized"] = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
         bronze = result.asset_materializations_for_node("bronze__usage_events")
         state["written_as"] = {m.metadata["written_as"].value for m in bronze}
         state["followed"] = {m.metadata["written_as"].value for node in ("gold__org_daily_usage_by_service",
@@ -105,7 +111,19 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         return request
 
     for number, source in enumerate(files):
-        deliver_and_tick(source, f"{number:02d}_{source.name}")
+        if number == 1:
+            # The next file lands while this one's run works: the marts after P1 are left to its run.
+            deliver_and_tick(source, f"{number:02d}_{source.name}", meanwhile=(files[2], f"02_{files[2].name}"))
+            assert state["tags"][DEFERRED_TAG] == state["run_id"]
+            assert {"gold/org_daily_usage_by_service", "cassandra/org_daily_usage_by_service"} <= state["materialized"]
+            assert not state["materialized"] & {key.to_user_string() for key in TAIL_ASSETS}
+            left = state["tags"][DEFERRED_TAG]
+        elif number == 2:
+            request = deliver_and_tick(None, None)  # the file is there already
+            assert request.tags[FOLLOWS_TAG] == left and DEFERRED_TAG not in state["tags"]
+            assert {key.to_user_string() for key in TAIL_ASSETS} <= state["materialized"]
+        else:
+            deliver_and_tick(source, f"{number:02d}_{source.name}")
     # Each file after the first sorts after every earlier one: its events were appended, and gold
     # and the serving tables updated only what they reached.
     assert state["written_as"] == {"1 files appended"}

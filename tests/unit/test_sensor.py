@@ -13,8 +13,10 @@ from dagster._core.utils import make_new_run_id
 
 from cpa_assets import sensors
 from cpa_assets.definitions import build_definitions
+from cpa_assets.gold.tail import FOLLOWS_TAG
 from cpa_assets.sensors import (
-    DOWNSTREAM_DAYS, FOLLOWING_OPS, Delivered, FailedRun, Tick, plan_stream_run, process_gone, usage_events_sensor,
+    DOWNSTREAM_DAYS, FOLLOWING_OPS, TAIL_ASSETS, TAIL_OPS, DeferredTail, Delivered, FailedRun, Tick, plan_stream_run,
+    process_gone, usage_events_sensor,
 )
 from cpa_resources import LakeResource
 
@@ -23,8 +25,8 @@ DATES = {"a.jsonl": {"2025-07-10", "2025-07-20"}, "b.jsonl": {"2025-07-01"}, "c.
 NOW = 1_000_000.0
 
 
-def plan(cursor, *files, ledger=None, failed=(), busy=False, now=NOW, fresh=False):
-    tick = Tick(list(files), ledger or {}, list(failed), busy, now, snapshots_missing=fresh)
+def plan(cursor, *files, ledger=None, failed=(), busy=False, now=NOW, fresh=False, deferred=None):
+    tick = Tick(list(files), ledger or {}, list(failed), busy, now, snapshots_missing=fresh, deferred=deferred)
     return plan_stream_run(cursor, tick, lambda name: DATES.get(name, {"2025-07-15"}))
 
 
@@ -162,6 +164,40 @@ def test_the_next_file_takes_a_failed_run_in_at_once_and_recomputes_both():
     assert request.tags["cpa/repairs"] == "r1" and files_of(request) == ["a.jsonl", "c.jsonl"]
     assert (request.tags[START], request.tags[END]) == ("2025-07-10", "2025-09-30")
     assert appended(request) == {"bronze__usage_events": [], "silver_usage_events": []}
+
+
+LEFT = DeferredTail(("r1", "r2"), "2025-06-20", "2025-07-18")
+
+
+def follows(request) -> dict[str, list[str]]:
+    return {op: entry["config"].get("follows", []) for op, entry in request.run_config["ops"].items()}
+
+
+def test_the_next_file_completes_the_marts_earlier_runs_left_over_their_range_too():
+    request, _ = plan(None, A, C, ledger=recorded(A), deferred=LEFT)
+    assert appended(request)["bronze__usage_events"] == ["c.jsonl"]
+    # The marts after P1 and their tables follow both runs' commits; bronze, silver and P1 this run's only.
+    assert {op: runs for op, runs in follows(request).items() if runs} == {op: ["r1", "r2"] for op in TAIL_OPS}
+    assert request.tags[FOLLOWS_TAG] == "r1,r2"
+    assert (request.tags[START], request.tags[END]) == ("2025-06-20", "2025-09-30")
+
+
+def test_with_no_file_coming_the_marts_left_get_a_run_of_their_own():
+    request, _ = plan(None, A, ledger=recorded(A), deferred=LEFT)
+    assert request.asset_selection == TAIL_ASSETS
+    assert follows(request) == {op: ["r1", "r2"] for op in TAIL_OPS}
+    assert (request.tags[START], request.tags[END]) == ("2025-06-20", "2025-07-18")
+    # Nothing left, nothing new: no run.
+    assert plan(None, A, ledger=recorded(A))[0] is None
+
+
+def test_a_run_that_recomputes_covers_the_marts_left_without_following_them():
+    out_of_order, _ = plan(None, A, B, ledger=recorded(B), deferred=LEFT)
+    assert not any(follows(out_of_order).values()) and FOLLOWS_TAG not in out_of_order.tags
+    assert (out_of_order.tags[START], out_of_order.tags[END]) == ("2025-06-20", "2025-07-20")
+    repair, _ = plan(None, A, ledger=recorded(A), failed=[failed_run(start="2025-07-25", end="2025-08-01")], deferred=LEFT)
+    assert not any(follows(repair).values())
+    assert (repair.tags[START], repair.tags[END]) == ("2025-06-20", "2025-08-01")
 
 
 def test_the_cursor_stays_small_after_twelve_thousand_files():

@@ -1,0 +1,56 @@
+"""The marts after P1 (P2, P5, P6) in a stream run: written now, or left to the next run while
+delivered files wait.
+
+A stream run writes P1 first (`serve_first`), then P5, P6, P2 and their tables (≈ 15 s on the
+course data), then the ledger. A file that lands meanwhile waits for all of it before its own run
+can start. So when a file waits, each of these marts is left to the next run instead: its step
+yields nothing (Dagster then skips the table served from it), and the run is tagged with the runs
+whose changes are left (`cpa/deferred`). The sensor gives the next run those run ids (its config's
+`follows`), and the marts there follow the change feed of their commits and of its own: gold after
+any sequence of runs equals a backfill of the same files. At most MAX_DEFERRED_RUNS runs in a row
+leave them, so no mart falls more than that many runs behind; a run with no file waiting, a
+recompute (backfill, repair, UI) and a run of its own for a left tail never leave them."""
+
+import dagster as dg
+
+from cpa_assets.bronze.usage import delivered_files
+from cpa_assets.increments import UsageRun
+from cpa_assets.partitions import event_date_partitions, single_run
+from cpa_resources import LakeResource
+
+DEFERRED_TAG = "cpa/deferred"
+FOLLOWS_TAG = "cpa/follows"
+MAX_DEFERRED_RUNS = 3
+
+
+def tail_mart(key: dg.AssetKey, deps: list, check_specs: list[dg.AssetCheckSpec]):
+    """A gold mart after P1: one asset whose step may yield nothing (`defer`), checks included."""
+    return dg.multi_asset(
+        name="__".join(key.path),
+        specs=[dg.AssetSpec(key, deps=deps, group_name="gold", kinds={"spark", "delta"}, skippable=True)],
+        check_specs=check_specs,
+        can_subset=True,
+        partitions_def=event_date_partitions,
+        backfill_policy=single_run,
+    )
+
+
+def waiting_files(lake: LakeResource, config: UsageRun) -> list[str]:
+    """Delivered files neither the ledger nor this run holds: the next run's."""
+    known = set(delivered_files(lake)) | set(config.appended)
+    return [f.name for f in lake.event_files() if f.name not in known]
+
+
+def defer(context: dg.AssetExecutionContext, config: UsageRun, lake: LakeResource, mart: str) -> bool:
+    """Whether this step leaves its mart to the next run (and if so, tag the run for the sensor):
+    only a run that appends files, while others wait, and fewer than MAX_DEFERRED_RUNS runs before
+    it have left theirs."""
+    if not config.appended or len(config.follows) >= MAX_DEFERRED_RUNS:
+        return False
+    waiting = waiting_files(lake, config)
+    if not waiting:
+        return False
+    context.instance.add_run_tags(context.run.run_id, {DEFERRED_TAG: ",".join([*config.follows, lake.run_id])})
+    context.log.info(f"{len(waiting)} delivered files wait: {mart} is left to the next run, which follows this"
+                     f" run's changes ({len(config.follows) + 1} runs in a row)")
+    return True
