@@ -7,9 +7,13 @@ can start. So when a file waits, each of these marts is left to the next run ins
 yields nothing (Dagster then skips the table served from it), and the run is tagged with the runs
 whose changes are left (`cpa/deferred`). The sensor gives the next run those run ids (its config's
 `follows`), and the marts there follow the change feed of their commits and of its own: gold after
-any sequence of runs equals a backfill of the same files. At most MAX_DEFERRED_RUNS runs in a row
-leave them, so no mart falls more than that many runs behind; a run with no file waiting, a
-recompute (backfill, repair, UI) and a run of its own for a left tail never leave them."""
+any sequence of runs equals a backfill of the same files. They are left only while the first run
+that left them started less than CPA_TAIL_LAG_SECONDS ago (90 s; 0: never left), so under any load
+no mart lags P1 by much more; a run with no file waiting, a recompute (backfill, repair, UI) and a
+run of its own for a left tail never leave them."""
+
+import os
+import time
 
 import dagster as dg
 
@@ -20,7 +24,9 @@ from cpa_resources import LakeResource
 
 DEFERRED_TAG = "cpa/deferred"
 FOLLOWS_TAG = "cpa/follows"
-MAX_DEFERRED_RUNS = 3
+MAX_TAIL_LAG_SECONDS = float(os.environ.get("CPA_TAIL_LAG_SECONDS", "90"))
+# And never more runs in a row than this (the tags that carry them stay short).
+MAX_DEFERRED_RUNS = 10
 
 
 def tail_mart(key: dg.AssetKey, deps: list, check_specs: list[dg.AssetCheckSpec]):
@@ -41,16 +47,26 @@ def waiting_files(lake: LakeResource, config: UsageRun) -> list[str]:
     return [f.name for f in lake.event_files() if f.name not in known]
 
 
+def lag_allowed(instance: dg.DagsterInstance, follows: list[str], now: float) -> bool:
+    """Whether the marts may stay behind a while more: the first run that left them (if any)
+    started less than MAX_TAIL_LAG_SECONDS ago, and fewer than MAX_DEFERRED_RUNS runs left them."""
+    if MAX_TAIL_LAG_SECONDS <= 0 or len(follows) >= MAX_DEFERRED_RUNS:
+        return False
+    if not follows:
+        return True
+    first = instance.get_run_record_by_id(follows[0])
+    return first is not None and first.start_time is not None and now - first.start_time < MAX_TAIL_LAG_SECONDS
+
+
 def defer(context: dg.AssetExecutionContext, config: UsageRun, lake: LakeResource, mart: str) -> bool:
     """Whether this step leaves its mart to the next run (and if so, tag the run for the sensor):
-    only a run that appends files, while others wait, and fewer than MAX_DEFERRED_RUNS runs before
-    it have left theirs."""
-    if not config.appended or len(config.follows) >= MAX_DEFERRED_RUNS:
+    only a run that appends files, while others wait, and while the marts may lag some more."""
+    if not config.appended or not lag_allowed(context.instance, config.follows, time.time()):
         return False
     waiting = waiting_files(lake, config)
     if not waiting:
         return False
     context.instance.add_run_tags(context.run.run_id, {DEFERRED_TAG: ",".join([*config.follows, lake.run_id])})
     context.log.info(f"{len(waiting)} delivered files wait: {mart} is left to the next run, which follows this"
-                     f" run's changes ({len(config.follows) + 1} runs in a row)")
+                     f" run's changes ({len(config.follows) + 1} runs in a row, for at most {MAX_TAIL_LAG_SECONDS:g} s)")
     return True
