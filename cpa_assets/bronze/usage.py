@@ -1,6 +1,7 @@
 """Bronze usage events: every landing line becomes exactly one bronze row, reject or counted duplicate."""
 
 
+from collections.abc import Collection
 from functools import reduce
 from pathlib import Path
 
@@ -565,10 +566,11 @@ def usage_events_ledger(
     )
 
 
-def waiting_files(lake: LakeResource, ledger: dict[str, dict]) -> list[str]:
-    """Delivered files the ledger (as this run leaves it) does not hold: they wait for the run
-    after this one. Compaction waits for a run with none waiting: its seconds would delay them all."""
-    return [f.name for f in lake.event_files() if f.name not in ledger]
+def waiting_files(lake: LakeResource, known: Collection[str]) -> list[str]:
+    """Delivered files not among `known` (the ledger as this run leaves it, or the ledger and this
+    run's files): they wait for the run after this one. Compaction, and the marts after P1
+    (cpa_assets/gold/tail.py), wait for a run with none waiting: their seconds would delay them all."""
+    return [f.name for f in lake.event_files() if f.name not in known]
 
 
 def _count_rows(per_file: dict[str, dict]) -> list[tuple]:

@@ -17,7 +17,7 @@ import time
 
 import dagster as dg
 
-from cpa_assets.bronze.usage import delivered_files
+from cpa_assets.bronze.usage import delivered_files, waiting_files
 from cpa_assets.increments import UsageRun
 from cpa_assets.partitions import event_date_partitions, single_run
 from cpa_resources import LakeResource
@@ -41,12 +41,6 @@ def tail_mart(key: dg.AssetKey, deps: list, check_specs: list[dg.AssetCheckSpec]
     )
 
 
-def waiting_files(lake: LakeResource, config: UsageRun) -> list[str]:
-    """Delivered files neither the ledger nor this run holds: the next run's."""
-    known = set(delivered_files(lake)) | set(config.appended)
-    return [f.name for f in lake.event_files() if f.name not in known]
-
-
 def lag_allowed(instance: dg.DagsterInstance, follows: list[str], now: float) -> bool:
     """Whether the marts may stay behind a while more: the first run that left them (if any)
     started less than MAX_TAIL_LAG_SECONDS ago, and fewer than MAX_DEFERRED_RUNS runs left them."""
@@ -63,7 +57,7 @@ def defer(context: dg.AssetExecutionContext, config: UsageRun, lake: LakeResourc
     only a run that appends files, while others wait, and while the marts may lag some more."""
     if not config.appended or not lag_allowed(context.instance, config.follows, time.time()):
         return False
-    waiting = waiting_files(lake, config)
+    waiting = waiting_files(lake, set(delivered_files(lake)) | set(config.appended))
     if not waiting:
         return False
     context.instance.add_run_tags(context.run.run_id, {DEFERRED_TAG: ",".join([*config.follows, lake.run_id])})
