@@ -38,6 +38,7 @@ SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 # whose client is gone (its run killed) is interrupted after this long without it.
 SESSION_TIMEOUT = "5min"
 DETACHED_TIMEOUT = "30s"
+QUICK_START_JIT = "-XX:TieredStopAtLevel=1"
 
 
 def port() -> int:
@@ -65,7 +66,9 @@ def server() -> Daemon:
         "spark.local.dir": str(server_dir() / "scratch"),
     }
     memory = settings.pop("spark.driver.memory")
-    options = settings.pop("spark.driver.extraJavaOptions")
+    # A run's own local-mode JVM lives for one run and starts faster with the C1 compiler alone; this
+    # server lives for many, and with C2 as well its steps take ≈ 15 % less (docs/figures.md).
+    options = " ".join(o for o in settings.pop("spark.driver.extraJavaOptions").split() if o != QUICK_START_JIT)
     command = [str(spark_class()), "org.apache.spark.deploy.SparkSubmit", "--class", SERVER_CLASS,
                "--driver-memory", memory, "--driver-java-options", options]
     for key, value in sorted(settings.items()):
