@@ -486,15 +486,19 @@ def usage_events_ledger(
         kept = kept_now.where(F.col("source_file").isin([f.name for f in new])).cache()
         rejects, duplicates = (frame.cache() for frame in new_files_ledger(session, lake, new, kept))
         counts = file_counts({f: stats[f] for f in new}, rejects, duplicates, kept, held=ledger)
-        rejects_path = lake.append(rejects, "bronze", "usage_events_rejects")
-        duplicates_path = lake.append(duplicates, "bronze", "usage_events_duplicates")
         per_file = {**ledger, **counts}
         if set(counts) <= {f.name for f in new}:
-            counts_path = lake.append(session.createDataFrame(_count_rows(counts), FILE_COUNTS_SCHEMA),
-                                      "bronze", "usage_events_file_counts")
+            write_counts = lambda: lake.append(session.createDataFrame(_count_rows(counts), FILE_COUNTS_SCHEMA),  # noqa: E731
+                                               "bronze", "usage_events_file_counts")
         else:  # a held file's dates widened: the ledger is written whole
-            counts_path = lake.write(session.createDataFrame(_count_rows(per_file), FILE_COUNTS_SCHEMA),
-                                     "bronze", "usage_events_file_counts")
+            write_counts = lambda: lake.write(session.createDataFrame(_count_rows(per_file), FILE_COUNTS_SCHEMA),  # noqa: E731
+                                              "bronze", "usage_events_file_counts")
+        # Three tables, three commits side by side.
+        rejects_path, duplicates_path, counts_path = side_by_side(
+            lambda: lake.append(rejects, "bronze", "usage_events_rejects"),
+            lambda: lake.append(duplicates, "bronze", "usage_events_duplicates"),
+            write_counts,
+        )
         written_as = f"extended by {len(new)} files"
         context.log.info(f"landing ledger: extended by {len(new)} files, the {len(files) - len(new)} it holds not parsed again")
     else:

@@ -262,13 +262,13 @@ def silver_usage_events(
     if appending:
         # Silver holds no row of these files (silver_may_append): the rows are added as they are,
         # and what was written is those rows, collected once for the metadata.
-        written, quarantined_now = (collected(frame) for frame in split)
-        for frame, (table, _) in zip(split, tables):
-            if bronze_side.changes is not None:
-                lake.append(frame, "silver", table, "event_date")
+        written, quarantined_now = side_by_side(*[lambda frame=frame: collected(frame) for frame in split])
+        if bronze_side.changes is not None:  # the two commits side by side (two tables)
+            side_by_side(*[lambda frame=frame, table=table: lake.append(frame, "silver", table, "event_date")
+                           for frame, (table, _) in zip(split, tables)])
     else:
-        for frame, (table, _) in zip(split, tables):
-            lake.replace_partitions(frame, "silver", table, "event_date", dates)
+        side_by_side(*[lambda frame=frame, table=table: lake.replace_partitions(frame, "silver", table, "event_date", dates)
+                       for frame, (table, _) in zip(split, tables)])
         written, quarantined_now = split
     silver_path, quarantine_path = (lake.path("silver", table) for table, _ in tables)
 
