@@ -37,8 +37,9 @@ monthly_billing_job = dg.define_asset_job(
     description="billing_monthly → bronze → silver; revenue_by_org_month → Cassandra.",
 )
 
-# Stream runs write the same tables: one at a time (dagster.yaml's limit on this tag), so the files
-# that arrive while one works wait in the folder and go together in the next.
+# Stream runs write the same tables: at most two launched (dagster.yaml's limit on this tag), the
+# second waiting for the lake's lock while the first keeps its books; the usage sensor plans a run
+# only when none is short of its ledger, so the files that arrive meanwhile go together in the next.
 STREAM_TAGS = {"cpa/lake": "usage"}
 
 ALL_SOURCES = (*DAILY_SOURCES, "billing_monthly")

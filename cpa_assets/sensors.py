@@ -31,7 +31,9 @@ from pathlib import Path
 
 import dagster as dg
 
-from cpa_assets.bronze.usage import DUPLICATES, FILE_COUNTS, REJECTS, bronze_usage_events, delivered_files, usage_events_ledger
+from cpa_assets.bronze.usage import (
+    DUPLICATES, FILE_COUNTS, KEEPING_BOOKS_TAG, REJECTS, bronze_usage_events, delivered_files, usage_events_ledger,
+)
 from cpa_assets.jobs import usage_stream_job
 from cpa_assets.landing import event_dates
 from cpa_assets.gold.anomalies import cost_anomalies
@@ -114,7 +116,8 @@ class DeferredTail:
 @dataclass
 class Tick:
     """What the sensor knows at one moment, besides its cursor: the folder, the ledger, the failed
-    runs not repaired yet (oldest first) and whether a stream run is queued or going (`busy`)."""
+    runs not repaired yet (oldest first), whether a stream run is queued or going (`busy`) and
+    whether one keeps its books (`books`: in its ledger step, see `stream_runs_in_flight`)."""
 
     listing: list[Delivered]
     ledger: dict[str, dict] = field(default_factory=dict)
@@ -124,6 +127,7 @@ class Tick:
     # A fresh lake has no org or resource snapshot yet: the run loads them first.
     snapshots_missing: bool = False
     deferred: DeferredTail | None = None
+    books: bool = False
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -143,14 +147,15 @@ def plan_stream_run(
 
     A file is new when neither the ledger nor a run in flight (the cursor's `pending`) holds it
     with its size and modification time: each delivery is planned once, a file rewritten in place
-    again. While a stream run is queued or going nothing is planned, so the files that arrive
-    meanwhile are taken together by the next run: a backlog is one run, not a queue of runs."""
+    again. While a stream run is queued or going (short of its ledger) nothing is planned, so the
+    files that arrive meanwhile are taken together by the next run: a backlog is one run, not a
+    queue of runs."""
     state = {"pending": {}, "repaired_through": 0.0, "last_date": None} | (json.loads(cursor) if cursor else {})
     listed = {f.name: f for f in tick.listing}
     pending = {
         name: entry for name, entry in state["pending"].items()
         if name in listed and not _same(tick.ledger.get(name), listed[name])
-        and not (not tick.busy and tick.now - entry[2] > PENDING_TIMEOUT_SECONDS)
+        and not (not tick.busy and not tick.books and tick.now - entry[2] > PENDING_TIMEOUT_SECONDS)
     }
     state["pending"] = pending
     if tick.busy:
@@ -313,14 +318,22 @@ def failed_stream_runs(instance: dg.DagsterInstance, since: float) -> list[Faile
     return failed
 
 
+def keeps_books(run: dg.DagsterRun) -> bool:
+    """A stream run in its last step, the ledger: its marts are written or left (`cpa/deferred`)."""
+    return run.status == dg.DagsterRunStatus.STARTED and bool(run.tags.get(KEEPING_BOOKS_TAG))
+
+
 def deferred_tail(instance: dg.DagsterInstance) -> DeferredTail | None:
-    """The runs whose marts after P1 are still to follow: those the last stream run to end left,
-    if it succeeded (a failed one is repaired over its range, which holds theirs)."""
-    last = instance.get_runs(
-        dg.RunsFilter(job_name=usage_stream_job.name, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
-        limit=1,
+    """The runs whose marts after P1 are still to follow: those the last stream run to end (or to
+    reach its ledger) left, if it succeeded so far (a failed one is repaired over its range, which
+    holds theirs)."""
+    recent = instance.get_runs(
+        dg.RunsFilter(job_name=usage_stream_job.name, statuses=[
+            dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.STARTED]),
+        limit=5,
     )
-    if not last or last[0].status != dg.DagsterRunStatus.SUCCESS or not last[0].tags.get(DEFERRED_TAG):
+    last = [run for run in recent if run.status != dg.DagsterRunStatus.STARTED or keeps_books(run)][:1]
+    if not last or last[0].status == dg.DagsterRunStatus.FAILURE or not last[0].tags.get(DEFERRED_TAG):
         return None
     run = last[0]
     return DeferredTail(tuple(run.tags[DEFERRED_TAG].split(",")), run.tags.get(RANGE_START), run.tags.get(RANGE_END))
@@ -330,8 +343,13 @@ IN_FLIGHT = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
              dg.DagsterRunStatus.STARTED)
 
 
-def stream_runs_in(instance: dg.DagsterInstance, *statuses: dg.DagsterRunStatus) -> int:
-    return instance.get_runs_count(dg.RunsFilter(job_name=usage_stream_job.name, statuses=list(statuses)))
+def stream_runs_in_flight(instance: dg.DagsterInstance) -> tuple[bool, bool]:
+    """(whether a stream run is queued or going short of its ledger, whether one keeps its books).
+    One keeping its books does not hold the next run back: that run's process starts meanwhile and
+    waits for the lake's lock (the `cpa/lake` limit in dagster.yaml lets two stream runs be
+    launched), so the seconds a run takes to start overlap the ledger's instead of following them."""
+    runs = instance.get_runs(dg.RunsFilter(job_name=usage_stream_job.name, statuses=list(IN_FLIGHT)))
+    return any(not keeps_books(run) for run in runs), any(keeps_books(run) for run in runs)
 
 
 @dg.sensor(job=usage_stream_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -346,10 +364,10 @@ def usage_events_sensor(context: dg.SensorEvaluationContext, lake: LakeResource)
     failed = failed_stream_runs(instance, state.get("repaired_through", 0.0))
 
     def plan(cursor):
-        busy = stream_runs_in(instance, *IN_FLIGHT) > 0
+        busy, books = stream_runs_in_flight(instance)
         tick = Tick(listing_of(lake), ledger_of(lake), failed, busy, time.time(),
                     snapshots_missing=not all(lake.exists("bronze", t) for t in ("customers_orgs", "resources")),
-                    deferred=None if busy else deferred_tail(instance))
+                    deferred=None if busy else deferred_tail(instance), books=books)
         return plan_stream_run(cursor, tick, lambda name: event_dates(lake.events_dir() / name))
 
     # Watching: a file that lands, or the stream run in flight that ends with files waiting for it,

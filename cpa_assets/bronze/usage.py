@@ -429,6 +429,10 @@ def file_counts(
     return per_file
 
 
+# The tag of a run whose last step, the ledger, has begun: every table a reader sees is written.
+KEEPING_BOOKS_TAG = "cpa/books"
+
+
 @dg.multi_asset(
     name="bronze_usage_events_ledger",
     specs=[
@@ -473,7 +477,9 @@ def usage_events_ledger(
 
     Last in a run (nothing served reads it), it also compacts the bronze and silver partitions that
     appended files left crowded: when no delivered file waits for the stream, or when they grew
-    crowded past the bound for a busy stream."""
+    crowded past the bound for a busy stream. It first tags the run `cpa/books`: the usage sensor
+    may then plan the next run, whose process starts meanwhile and waits for the lake's lock."""
+    context.instance.add_run_tags(context.run.run_id, {KEEPING_BOOKS_TAG: "1"})
     session = spark.spark_session
     stats = run_files(lake, config)
     files = list(stats)

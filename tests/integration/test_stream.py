@@ -11,6 +11,7 @@ import pytest
 from cpa_assets.definitions import build_definitions
 from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
 from cpa_assets.jobs import ALL_SOURCES, snapshots
+from cpa_assets.bronze.usage import KEEPING_BOOKS_TAG
 from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG
 from cpa_assets.sensors import TAIL_ASSETS, usage_events_sensor
 from cpa_assets.silver import usage as silver_usage
@@ -115,6 +116,7 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
             # The next file lands while this one's run works: the marts after P1 are left to its run.
             deliver_and_tick(source, f"{number:02d}_{source.name}", meanwhile=(files[2], f"02_{files[2].name}"))
             assert state["tags"][DEFERRED_TAG] == state["run_id"]
+            assert state["tags"][KEEPING_BOOKS_TAG] == "1"  # the sensor could plan the next run from the ledger on
             assert {"gold/org_daily_usage_by_service", "cassandra/org_daily_usage_by_service"} <= state["materialized"]
             assert not state["materialized"] & {key.to_user_string() for key in TAIL_ASSETS}
             left = state["tags"][DEFERRED_TAG]

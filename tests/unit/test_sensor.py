@@ -3,6 +3,7 @@ once, failed runs repaired, the cursor small."""
 
 import datetime as dt
 import json
+import os
 import subprocess
 import threading
 import time
@@ -13,7 +14,8 @@ from dagster._core.utils import make_new_run_id
 
 from cpa_assets import sensors
 from cpa_assets.definitions import build_definitions
-from cpa_assets.gold.tail import FOLLOWS_TAG
+from cpa_assets.bronze.usage import KEEPING_BOOKS_TAG
+from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG
 from cpa_assets.sensors import (
     DOWNSTREAM_DAYS, FOLLOWING_OPS, TAIL_ASSETS, TAIL_OPS, DeferredTail, Delivered, FailedRun, Tick, plan_stream_run,
     process_gone, usage_events_sensor,
@@ -284,6 +286,35 @@ def _started_stream_run(instance, worker_pid: int, job_name: str = "usage_stream
     instance.add_run(run)
     instance.report_engine_event(f"Started process for run (pid: {worker_pid}).", run, EngineEventData.in_process(worker_pid))
     return run
+
+
+def test_the_next_run_is_planned_once_the_run_before_keeps_its_books(tmp_path, monkeypatch):
+    monkeypatch.setattr(sensors, "WAIT_FOR_FILES_SECONDS", 0)
+    stream = tmp_path / "landing" / "usage_events_stream"
+    stream.mkdir(parents=True)
+    for name, day in (("f1.jsonl", "2025-08-01"), ("f2.jsonl", "2025-08-02")):
+        (stream / name).write_text(f'{{"event_id": "{name}", "timestamp": "{day}T10:00:00Z"}}\n')
+    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
+    instance = dg.DagsterInstance.ephemeral()
+    # f1.jsonl's run is going (its worker is this process); f2.jsonl landed meanwhile.
+    working = _started_stream_run(instance, os.getpid())
+    f1 = (stream / "f1.jsonl").stat()
+    cursor = json.dumps({"pending": {"f1.jsonl": [f1.st_size, f1.st_mtime_ns, time.time()]}})
+
+    def tick():
+        with dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=cursor) as context:
+            return usage_events_sensor(context).run_requests
+
+    assert tick() == []
+    # It reached its ledger, having left its marts after P1: the next run is planned now, appends
+    # f2.jsonl alone (f1.jsonl is still in flight) and follows the run before.
+    instance.add_run_tags(working.run_id, {KEEPING_BOOKS_TAG: "1", DEFERRED_TAG: working.run_id})
+    [request] = tick()
+    assert request.tags["cpa/files"] == "f2.jsonl" and request.tags[FOLLOWS_TAG] == working.run_id
+    assert request.run_config["ops"]["bronze__usage_events"]["config"]["appended"] == ["f2.jsonl"]
+    # While that next run starts, nothing more is planned.
+    instance.add_run(dg.DagsterRun(job_name="usage_stream", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTING))
+    assert tick() == []
 
 
 def test_process_gone_tells_a_live_process_from_a_killed_one():
