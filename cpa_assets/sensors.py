@@ -330,12 +330,14 @@ def deferred_tail(instance: dg.DagsterInstance) -> DeferredTail | None:
     recent = instance.get_runs(
         dg.RunsFilter(job_name=usage_stream_job.name, statuses=[
             dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.STARTED]),
-        limit=5,
+        limit=1,
     )
-    last = [run for run in recent if run.status != dg.DagsterRunStatus.STARTED or keeps_books(run)][:1]
-    if not last or last[0].status == dg.DagsterRunStatus.FAILURE or not last[0].tags.get(DEFERRED_TAG):
+    # A run going short of its ledger (started meanwhile) may follow them already: nothing to hand on.
+    if not recent or not (recent[0].status == dg.DagsterRunStatus.SUCCESS or keeps_books(recent[0])):
         return None
-    run = last[0]
+    run = recent[0]
+    if not run.tags.get(DEFERRED_TAG):
+        return None
     return DeferredTail(tuple(run.tags[DEFERRED_TAG].split(",")), run.tags.get(RANGE_START), run.tags.get(RANGE_END))
 
 
