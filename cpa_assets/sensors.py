@@ -332,11 +332,9 @@ def deferred_tail(instance: dg.DagsterInstance) -> DeferredTail | None:
             dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.STARTED]),
         limit=1,
     )
+    run = recent[0] if recent else None
     # A run going short of its ledger (started meanwhile) may follow them already: nothing to hand on.
-    if not recent or not (recent[0].status == dg.DagsterRunStatus.SUCCESS or keeps_books(recent[0])):
-        return None
-    run = recent[0]
-    if not run.tags.get(DEFERRED_TAG):
+    if run is None or not (run.status == dg.DagsterRunStatus.SUCCESS or keeps_books(run)) or not run.tags.get(DEFERRED_TAG):
         return None
     return DeferredTail(tuple(run.tags[DEFERRED_TAG].split(",")), run.tags.get(RANGE_START), run.tags.get(RANGE_END))
 

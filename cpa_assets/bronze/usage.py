@@ -493,17 +493,15 @@ def usage_events_ledger(
         rejects, duplicates = (frame.cache() for frame in new_files_ledger(session, lake, new, kept))
         counts = file_counts({f: stats[f] for f in new}, rejects, duplicates, kept, held=ledger)
         per_file = {**ledger, **counts}
-        if set(counts) <= {f.name for f in new}:
-            write_counts = lambda: lake.append(session.createDataFrame(_count_rows(counts), FILE_COUNTS_SCHEMA),  # noqa: E731
-                                               "bronze", "usage_events_file_counts")
-        else:  # a held file's dates widened: the ledger is written whole
-            write_counts = lambda: lake.write(session.createDataFrame(_count_rows(per_file), FILE_COUNTS_SCHEMA),  # noqa: E731
-                                              "bronze", "usage_events_file_counts")
+        # The new files' rows are added to the ledger, unless a held file's dates widened: then it is written whole.
+        widened = not set(counts) <= {f.name for f in new}
+        write_counts, count_rows = (lake.write, per_file) if widened else (lake.append, counts)
         # Three tables, three commits side by side.
         rejects_path, duplicates_path, counts_path = side_by_side(
             lambda: lake.append(rejects, "bronze", "usage_events_rejects"),
             lambda: lake.append(duplicates, "bronze", "usage_events_duplicates"),
-            write_counts,
+            lambda: write_counts(session.createDataFrame(_count_rows(count_rows), FILE_COUNTS_SCHEMA),
+                                 "bronze", "usage_events_file_counts"),
         )
         written_as = f"extended by {len(new)} files"
         context.log.info(f"landing ledger: extended by {len(new)} files, the {len(files) - len(new)} it holds not parsed again")
