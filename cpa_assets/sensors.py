@@ -14,7 +14,8 @@ every landing file.
 
 A run that left the marts after P1 to the next (files were waiting, cpa_assets/gold/tail.py) is
 followed by the next run over its range too: the next file's run, or a run of its own for those
-marts when no file comes.
+marts when no file comes. The next file's run is planned as soon as the run before has served P1,
+while that one is still in its tail: it follows that run whether or not it will leave its marts.
 
 A stream run that failed, whatever step it died in (a bad server, a killed process, a run that
 never started), is repaired by the next run over its range: the next file's run takes it in, or,
@@ -34,11 +35,12 @@ import dagster as dg
 from cpa_assets.bronze.usage import (
     DUPLICATES, FILE_COUNTS, KEEPING_BOOKS_TAG, REJECTS, bronze_usage_events, delivered_files, usage_events_ledger,
 )
+from cpa_assets.increments import UsageRun
 from cpa_assets.jobs import usage_stream_job
 from cpa_assets.landing import event_dates
 from cpa_assets.gold.anomalies import cost_anomalies
 from cpa_assets.gold.genai import genai_tokens_by_org_date
-from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG
+from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG, P1_SERVED_TAG, still_to_follow
 from cpa_assets.gold.usage import org_daily_usage_by_service, org_top_services_14d
 from cpa_assets.partitions import (
     ANOMALY_BASELINE_DAYS, TOP_SERVICES_WINDOW_DAYS, event_date_partitions,
@@ -106,18 +108,21 @@ class FailedRun:
 
 @dataclass(frozen=True)
 class DeferredTail:
-    """The runs whose marts after P1 the last stream run left to the next, and the range they cover."""
+    """The runs whose marts after P1 the last stream run left to the next, and the range they cover;
+    not `settled` while that run is still in its tail (it may yet write them): only a new file's
+    run follows them then, none is planned for them alone."""
 
     runs: tuple[str, ...]
     start: str | None = None
     end: str | None = None
+    settled: bool = True
 
 
 @dataclass
 class Tick:
     """What the sensor knows at one moment, besides its cursor: the folder, the ledger, the failed
     runs not repaired yet (oldest first), whether a stream run is queued or going (`busy`) and
-    whether one keeps its books (`books`: in its ledger step, see `stream_runs_in_flight`)."""
+    whether one hands on (`books`: past P1's table, see `stream_runs_in_flight`)."""
 
     listing: list[Delivered]
     ledger: dict[str, dict] = field(default_factory=dict)
@@ -147,7 +152,7 @@ def plan_stream_run(
 
     A file is new when neither the ledger nor a run in flight (the cursor's `pending`) holds it
     with its size and modification time: each delivery is planned once, a file rewritten in place
-    again. While a stream run is queued or going (short of its ledger) nothing is planned, so the
+    again. While a stream run is queued or going (short of P1's table) nothing is planned, so the
     files that arrive meanwhile are taken together by the next run: a backlog is one run, not a
     queue of runs."""
     state = {"pending": {}, "repaired_through": 0.0, "last_date": None} | (json.loads(cursor) if cursor else {})
@@ -169,6 +174,8 @@ def plan_stream_run(
             break  # later failures wait with it, so none is repaired twice
         repairs.append(run)
     deferred = tick.deferred
+    if deferred is not None and not deferred.settled and not new:
+        deferred = None  # the run in its tail may still write them
     if not new and not repairs and deferred is None:
         return None, json.dumps(state, sort_keys=True)
 
@@ -323,20 +330,38 @@ def keeps_books(run: dg.DagsterRun) -> bool:
     return run.status == dg.DagsterRunStatus.STARTED and bool(run.tags.get(KEEPING_BOOKS_TAG))
 
 
+def hands_on(run: dg.DagsterRun) -> bool:
+    """A stream run past P1's table (in its tail or its ledger): the next run may be planned."""
+    return keeps_books(run) or (run.status == dg.DagsterRunStatus.STARTED and bool(run.tags.get(P1_SERVED_TAG)))
+
+
+def appends(run: dg.DagsterRun) -> bool:
+    ops = run.run_config.get("ops", {}) if isinstance(run.run_config, dict) else {}
+    return bool(ops.get(bronze_usage_events.op.name, {}).get("config", {}).get("appended"))
+
+
 def deferred_tail(instance: dg.DagsterInstance) -> DeferredTail | None:
     """The runs whose marts after P1 are still to follow: those the last stream run to end (or to
     reach its ledger) left, if it succeeded so far (a failed one is repaired over its range, which
-    holds theirs)."""
+    holds theirs). A run in its tail that appends and has left nothing yet may still leave its
+    marts: the next file's run follows it and the runs it follows, unsettled."""
     recent = instance.get_runs(
         dg.RunsFilter(job_name=usage_stream_job.name, statuses=[
             dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.STARTED]),
         limit=1,
     )
     run = recent[0] if recent else None
-    # A run going short of its ledger (started meanwhile) may follow them already: nothing to hand on.
-    if run is None or not (run.status == dg.DagsterRunStatus.SUCCESS or keeps_books(run)) or not run.tags.get(DEFERRED_TAG):
+    # A run going short of P1 (started meanwhile) may follow them already: nothing to hand on.
+    if run is None or not (run.status == dg.DagsterRunStatus.SUCCESS or hands_on(run)):
         return None
-    return DeferredTail(tuple(run.tags[DEFERRED_TAG].split(",")), run.tags.get(RANGE_START), run.tags.get(RANGE_END))
+    start, end = run.tags.get(RANGE_START), run.tags.get(RANGE_END)
+    if run.tags.get(DEFERRED_TAG):
+        return DeferredTail(tuple(run.tags[DEFERRED_TAG].split(",")), start, end)
+    if keeps_books(run) or run.status == dg.DagsterRunStatus.SUCCESS or not appends(run):
+        return None  # its marts are written (a run that recomputes never leaves them)
+    followed = [r for r in run.tags.get(FOLLOWS_TAG, "").split(",") if r]
+    runs = still_to_follow(instance, UsageRun(follows=followed)).follows + [run.run_id]
+    return DeferredTail(tuple(runs), start, end, settled=False)
 
 
 IN_FLIGHT = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
@@ -344,12 +369,12 @@ IN_FLIGHT = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dag
 
 
 def stream_runs_in_flight(instance: dg.DagsterInstance) -> tuple[bool, bool]:
-    """(whether a stream run is queued or going short of its ledger, whether one keeps its books).
-    One keeping its books does not hold the next run back: that run's process starts meanwhile and
-    waits for the lake's lock (the `cpa/lake` limit in dagster.yaml lets two stream runs be
-    launched), so the seconds a run takes to start overlap the ledger's instead of following them."""
+    """(whether a stream run is queued or going short of P1's table, whether one is past it).
+    One past P1 does not hold the next run back: that run's process starts meanwhile and waits
+    for the lake's lock (the `cpa/lake` limit in dagster.yaml lets two stream runs be launched), so
+    the seconds a run takes to start overlap the tail's and the ledger's instead of following them."""
     runs = instance.get_runs(dg.RunsFilter(job_name=usage_stream_job.name, statuses=list(IN_FLIGHT)))
-    return any(not keeps_books(run) for run in runs), any(keeps_books(run) for run in runs)
+    return any(not hands_on(run) for run in runs), any(hands_on(run) for run in runs)
 
 
 @dg.sensor(job=usage_stream_job, minimum_interval_seconds=2, default_status=dg.DefaultSensorStatus.RUNNING)

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from cpa_assets.charts import cost_with_anomalies
 from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.metadata import chart_metadata, partition_metadata, side_by_side
-from cpa_assets.gold.tail import defer, tail_mart
+from cpa_assets.gold.tail import defer, still_to_follow, tail_mart
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, few_orgs, new_state, scope
 from cpa_assets.increments import Mode, UsageRun, upstream
 from cpa_assets.partitions import ANOMALY_BASELINE_DAYS, anomaly_baseline_window
@@ -191,6 +191,7 @@ def cost_anomalies(
     (cost > 1.5 × p99). With fewer than 7 earlier days nothing is flagged (P6). A stream run judges
     again only the org × service series whose daily rows it changed, on the days whose baseline
     holds one of them."""
+    config = still_to_follow(context.instance, config)
     if defer(context, config, lake, "P6"):
         return
     dates = context.partition_keys

@@ -13,7 +13,7 @@ from cpa_assets.checks import schema_spec, spark_schema, spark_schema_result
 from cpa_assets.gold.usage import increment_cells, new_state
 from cpa_assets.increments import Mode, UsageRun, upstream
 from cpa_assets.metadata import collected, partition_metadata, previews_by_date, release, side_by_side
-from cpa_assets.gold.tail import defer, tail_mart
+from cpa_assets.gold.tail import defer, still_to_follow, tail_mart
 from cpa_assets.preview import markdown_preview
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
 
@@ -67,6 +67,7 @@ def genai_tokens_by_org_date(
 
     Only events of the `genai` service count; tokens flagged on other services (EV-06) do not. A
     stream run that added genai events updates only the org × dates they reach."""
+    config = still_to_follow(context.instance, config)
     if defer(context, config, lake, "P5"):
         return
     dates = context.partition_keys

@@ -10,7 +10,13 @@ whose changes are left (`cpa/deferred`). The sensor gives the next run those run
 any sequence of runs equals a backfill of the same files. They are left only while the first run
 that left them started less than CPA_TAIL_LAG_SECONDS ago (90 s; 0: never left), so under any load
 no mart lags P1 by much more; a run with no file waiting, a recompute (backfill, repair, UI) and a
-run of its own for a left tail never leave them."""
+run of its own for a left tail never leave them.
+
+Once P1's table is written the run says so (`cpa/p1-served`), and the sensor plans the next file's
+run then, while this one is still in its tail: the next run follows this one (and the runs it
+follows) before knowing whether it will leave its marts. Following a run whose marts are complete
+is safe (cells it merged are recomputed, not added twice) but wasted: each tail step first drops
+the runs a run that ended without leaving its marts has completed (`still_to_follow`)."""
 
 import os
 import time
@@ -24,6 +30,7 @@ from cpa_resources import LakeResource
 
 DEFERRED_TAG = "cpa/deferred"
 FOLLOWS_TAG = "cpa/follows"
+P1_SERVED_TAG = "cpa/p1-served"
 MAX_TAIL_LAG_SECONDS = float(os.environ.get("CPA_TAIL_LAG_SECONDS", "90"))
 # And never more runs in a row than this (the tags that carry them stay short).
 MAX_DEFERRED_RUNS = 10
@@ -39,6 +46,16 @@ def tail_mart(key: dg.AssetKey, deps: list, check_specs: list[dg.AssetCheckSpec]
         partitions_def=event_date_partitions,
         backfill_policy=single_run,
     )
+
+
+def still_to_follow(instance: dg.DagsterInstance, config: UsageRun) -> UsageRun:
+    """The run's config less the runs it follows whose marts are complete: everything up to the
+    last of them that succeeded without leaving its marts (its tail followed those before it)."""
+    for i in range(len(config.follows) - 1, -1, -1):
+        run = instance.get_run_by_id(config.follows[i])
+        if run is not None and run.status == dg.DagsterRunStatus.SUCCESS and not run.tags.get(DEFERRED_TAG):
+            return UsageRun(appended=config.appended, follows=config.follows[i + 1:])
+    return config
 
 
 def lag_allowed(instance: dg.DagsterInstance, follows: list[str], now: float) -> bool:

@@ -19,7 +19,7 @@ from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partition
 from cpa_assets.increments import Mode, UsageRun, upstream
 from cpa_assets.preview import markdown_preview
 from cpa_assets.bronze.usage import inserted
-from cpa_assets.gold.tail import defer, tail_mart
+from cpa_assets.gold.tail import defer, still_to_follow, tail_mart
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
 
 from cpa_resources import LakeResource
@@ -234,6 +234,7 @@ def org_top_services_14d(
     All ranked services are kept; "top N" is the first N ranks. Days before the first data day
     contribute nothing, so early windows are shorter. A stream run re-ranks only the orgs and
     as_of dates whose window holds a daily row it changed."""
+    config = still_to_follow(context.instance, config)
     if defer(context, config, lake, "P2"):
         return
     dates = context.partition_keys

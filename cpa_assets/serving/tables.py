@@ -27,6 +27,7 @@ from cpa_assets.batch_partitions import billing_month_partitions, ticket_date_pa
 from cpa_assets.gold.batch import REVENUE_BY_MONTH, REVENUE_SCHEMA, TICKETS_BY_DATE, TICKETS_SCHEMA
 from cpa_assets.gold.anomalies import COST_ANOMALIES, COST_ANOMALIES_SCHEMA
 from cpa_assets.gold.genai import GENAI_TOKENS, GENAI_TOKENS_SCHEMA
+from cpa_assets.gold.tail import P1_SERVED_TAG, still_to_follow
 from cpa_assets.increments import UsageRun
 from cpa_assets.gold.usage import DAILY_USAGE, DAILY_USAGE_SCHEMA, TOP_SERVICES, TOP_SERVICES_SCHEMA
 from cpa_assets.partitions import event_date_partitions, serve_first, single_run
@@ -355,6 +356,7 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         keys = context.partition_keys
         dates = [dt.date.fromisoformat(k) for k in keys]
         gold_table = table.gold.path[-1]
+        config = still_to_follow(context.instance, config)
         session = cassandra.session()
         cassandra.apply_cql(table.name)
         name = cassandra.table(table.name)
@@ -381,6 +383,8 @@ def build_serving_asset(table: ServingTable) -> dg.AssetsDefinition:
         differences = same_rows(table, gold, served.infer_objects())
         context.log.info(f"cassandra {table.name}: {written['rows_written']} rows in {seconds:.1f}s ({how}; "
                          + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in written.items() if k != "rows_written") + ")")
+        if table.gold == DAILY_USAGE:  # P1 is served: the sensor may plan the next file's run (gold/tail.py)
+            context.instance.add_run_tags(context.run.run_id, {P1_SERVED_TAG: "1"})
         if how == "dates replaced":  # each date's rows, as served; a stream run counts what it wrote
             partition_metadata(context, table.key, None, table.date_column,
                                counts=gold[table.date_column].astype(str).value_counts().to_dict())

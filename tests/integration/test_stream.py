@@ -1,6 +1,7 @@
 """Files delivered one at a time through the sensor end in the same Cassandra tables as a backfill."""
 
 import datetime as dt
+import copy
 import json
 import shutil
 
@@ -12,8 +13,10 @@ from cpa_assets.definitions import build_definitions
 from cpa_assets.gold.anomalies import COST_ANOMALIES_SCHEMA
 from cpa_assets.jobs import ALL_SOURCES, snapshots
 from cpa_assets.bronze.usage import KEEPING_BOOKS_TAG
-from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG
-from cpa_assets.sensors import TAIL_ASSETS, usage_events_sensor
+from cpa_assets.gold import anomalies, genai, usage as gold_usage
+from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG, P1_SERVED_TAG
+from cpa_assets.sensors import TAIL_ASSETS, TAIL_OPS, usage_events_sensor
+from cpa_assets.serving import tables as serving_tables
 from cpa_assets.silver import usage as silver_usage
 from cpa_cli.generate import generate
 from cpa_cli.replay import deliver
@@ -80,7 +83,7 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
 
     state = {"cursor": None}
 
-    def deliver_and_tick(source, name, succeeds=True, meanwhile=None):
+    def deliver_and_tick(source, name, succeeds=True, meanwhile=None, follows=()):
         if source is not None:
             target = deliver(source, tmp_path / "outbox")
             target.rename(stream / name)
@@ -91,8 +94,11 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         request = tick.run_requests[0]
         if meanwhile is not None:  # a file that lands while the run works
             deliver(meanwhile[0], tmp_path / "outbox").rename(stream / meanwhile[1])
+        run_config = copy.deepcopy(request.run_config)
+        for op in TAIL_OPS if follows else ():
+            run_config["ops"][op]["config"]["follows"] = list(follows)
         result = defs.resolve_job_def("usage_stream").execute_in_process(
-            instance=instance, tags=request.tags, asset_selection=request.asset_selection, run_config=request.run_config,
+            instance=instance, tags=request.tags, asset_selection=request.asset_selection, run_config=run_config,
             raise_on_error=False,
         )
         assert result.success == succeeds
@@ -124,6 +130,14 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
             request = deliver_and_tick(None, None)  # the file is there already
             assert request.tags[FOLLOWS_TAG] == left and DEFERRED_TAG not in state["tags"]
             assert {key.to_user_string() for key in TAIL_ASSETS} <= state["materialized"]
+            assert state["tags"][P1_SERVED_TAG] == "1"  # the sensor could plan the next run from P1 on
+        elif number == 3:
+            # The run before wrote its marts; a run that follows it anyway (planned while it was in
+            # its tail, and its completion not seen) recomputes the cells both reach, adding nothing twice.
+            with monkeypatch.context() as patched:
+                for module in (gold_usage, genai, anomalies, serving_tables):
+                    patched.setattr(module, "still_to_follow", lambda _instance, config: config)
+                deliver_and_tick(source, f"{number:02d}_{source.name}", follows=[state["run_id"]])
         else:
             deliver_and_tick(source, f"{number:02d}_{source.name}")
     # Each file after the first sorts after every earlier one: its events were appended, and gold

@@ -15,7 +15,8 @@ from dagster._core.utils import make_new_run_id
 from cpa_assets import sensors
 from cpa_assets.definitions import build_definitions
 from cpa_assets.bronze.usage import KEEPING_BOOKS_TAG
-from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG
+from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG, P1_SERVED_TAG, still_to_follow
+from cpa_assets.increments import UsageRun
 from cpa_assets.sensors import (
     DOWNSTREAM_DAYS, FOLLOWING_OPS, TAIL_ASSETS, TAIL_OPS, DeferredTail, Delivered, FailedRun, Tick, plan_stream_run,
     process_gone, usage_events_sensor,
@@ -315,6 +316,53 @@ def test_the_next_run_is_planned_once_the_run_before_keeps_its_books(tmp_path, m
     # While that next run starts, nothing more is planned.
     instance.add_run(dg.DagsterRun(job_name="usage_stream", run_id=make_new_run_id(), status=dg.DagsterRunStatus.STARTING))
     assert tick() == []
+
+
+def test_the_next_run_is_planned_once_the_run_before_has_served_p1(tmp_path, monkeypatch):
+    monkeypatch.setattr(sensors, "WAIT_FOR_FILES_SECONDS", 0)
+    stream = tmp_path / "landing" / "usage_events_stream"
+    stream.mkdir(parents=True)
+    (stream / "f1.jsonl").write_text('{"event_id": "e1", "timestamp": "2025-08-01T10:00:00Z"}\n')
+    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
+    instance = dg.DagsterInstance.ephemeral()
+    working = _started_stream_run(instance, os.getpid())
+    f1 = (stream / "f1.jsonl").stat()
+    cursor = json.dumps({"pending": {"f1.jsonl": [f1.st_size, f1.st_mtime_ns, time.time()]}})
+
+    def tick():
+        with dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=cursor) as context:
+            return usage_events_sensor(context).run_requests
+
+    # P1 is served and the run is in its tail: with no file waiting, nothing is planned for its marts.
+    instance.add_run_tags(working.run_id, {P1_SERVED_TAG: "1", FOLLOWS_TAG: "r0"})
+    assert tick() == []
+    # A file lands: its run is planned now and follows the run before, and those it follows, in case
+    # that run leaves its marts to it.
+    (stream / "f2.jsonl").write_text('{"event_id": "e2", "timestamp": "2025-08-02T10:00:00Z"}\n')
+    [request] = tick()
+    assert request.tags["cpa/files"] == "f2.jsonl" and request.tags[FOLLOWS_TAG] == f"r0,{working.run_id}"
+    assert request.run_config["ops"]["gold__org_top_services_14d"]["config"]["follows"] == ["r0", working.run_id]
+    assert request.run_config["ops"]["bronze__usage_events"]["config"]["appended"] == ["f2.jsonl"]
+    assert (request.tags[START], request.tags[END]) == ("2025-08-01", "2025-08-20")  # the run before's range too
+
+
+def test_a_tail_drops_the_runs_whose_marts_a_run_that_left_none_completed():
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(status, **tags):
+        added = dg.DagsterRun(job_name="usage_stream", run_id=make_new_run_id(), status=status, tags=tags)
+        instance.add_run(added)
+        return added.run_id
+
+    left = run(dg.DagsterRunStatus.SUCCESS, **{DEFERRED_TAG: "x"})
+    completed = run(dg.DagsterRunStatus.SUCCESS)
+    going = run(dg.DagsterRunStatus.STARTED)
+    failed = run(dg.DagsterRunStatus.FAILURE)
+    assert still_to_follow(instance, UsageRun(appended=["f.jsonl"], follows=[left, completed, going])) == UsageRun(
+        appended=["f.jsonl"], follows=[going])
+    # Runs that left their marts, are still going or failed are followed.
+    assert still_to_follow(instance, UsageRun(follows=[left, going, failed])).follows == [left, going, failed]
+    assert still_to_follow(instance, UsageRun(follows=[left, completed])).follows == []
 
 
 def test_process_gone_tells_a_live_process_from_a_killed_one():
