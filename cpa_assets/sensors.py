@@ -122,7 +122,7 @@ class DeferredTail:
 class Tick:
     """What the sensor knows at one moment, besides its cursor: the folder, the ledger, the failed
     runs not repaired yet (oldest first), whether a stream run is queued or going (`busy`) and
-    whether one hands on (`books`: past P1's table, see `stream_runs_in_flight`)."""
+    whether one is past P1's table (`books`: in its tail or its ledger, see `stream_runs_in_flight`)."""
 
     listing: list[Delivered]
     ledger: dict[str, dict] = field(default_factory=dict)
@@ -332,10 +332,11 @@ def keeps_books(run: dg.DagsterRun) -> bool:
 
 def hands_on(run: dg.DagsterRun) -> bool:
     """A stream run past P1's table (in its tail or its ledger): the next run may be planned."""
-    return keeps_books(run) or (run.status == dg.DagsterRunStatus.STARTED and bool(run.tags.get(P1_SERVED_TAG)))
+    return run.status == dg.DagsterRunStatus.STARTED and any(run.tags.get(t) for t in (P1_SERVED_TAG, KEEPING_BOOKS_TAG))
 
 
 def appends(run: dg.DagsterRun) -> bool:
+    """Whether the run adds its files' events (rather than recomputing its dates)."""
     ops = run.run_config.get("ops", {}) if isinstance(run.run_config, dict) else {}
     return bool(ops.get(bronze_usage_events.op.name, {}).get("config", {}).get("appended"))
 

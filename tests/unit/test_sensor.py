@@ -289,15 +289,19 @@ def _started_stream_run(instance, worker_pid: int, job_name: str = "usage_stream
     return run
 
 
-def test_the_next_run_is_planned_once_the_run_before_keeps_its_books(tmp_path, monkeypatch):
+def _land(stream, name: str, day: str) -> None:
+    (stream / name).write_text(f'{{"event_id": "{name}", "timestamp": "{day}T10:00:00Z"}}\n')
+
+
+def _f1_in_flight(tmp_path, monkeypatch):
+    """f1.jsonl delivered and its stream run going (its worker is this process): the events folder,
+    the instance, that run, and a tick of the sensor with f1.jsonl pending in its cursor."""
     monkeypatch.setattr(sensors, "WAIT_FOR_FILES_SECONDS", 0)
     stream = tmp_path / "landing" / "usage_events_stream"
     stream.mkdir(parents=True)
-    for name, day in (("f1.jsonl", "2025-08-01"), ("f2.jsonl", "2025-08-02")):
-        (stream / name).write_text(f'{{"event_id": "{name}", "timestamp": "{day}T10:00:00Z"}}\n')
+    _land(stream, "f1.jsonl", "2025-08-01")
     lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
     instance = dg.DagsterInstance.ephemeral()
-    # f1.jsonl's run is going (its worker is this process); f2.jsonl landed meanwhile.
     working = _started_stream_run(instance, os.getpid())
     f1 = (stream / "f1.jsonl").stat()
     cursor = json.dumps({"pending": {"f1.jsonl": [f1.st_size, f1.st_mtime_ns, time.time()]}})
@@ -306,6 +310,12 @@ def test_the_next_run_is_planned_once_the_run_before_keeps_its_books(tmp_path, m
         with dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=cursor) as context:
             return usage_events_sensor(context).run_requests
 
+    return stream, instance, working, tick
+
+
+def test_the_next_run_is_planned_once_the_run_before_keeps_its_books(tmp_path, monkeypatch):
+    stream, instance, working, tick = _f1_in_flight(tmp_path, monkeypatch)
+    _land(stream, "f2.jsonl", "2025-08-02")  # while f1.jsonl's run works
     assert tick() == []
     # It reached its ledger, having left its marts after P1: the next run is planned now, appends
     # f2.jsonl alone (f1.jsonl is still in flight) and follows the run before.
@@ -319,26 +329,13 @@ def test_the_next_run_is_planned_once_the_run_before_keeps_its_books(tmp_path, m
 
 
 def test_the_next_run_is_planned_once_the_run_before_has_served_p1(tmp_path, monkeypatch):
-    monkeypatch.setattr(sensors, "WAIT_FOR_FILES_SECONDS", 0)
-    stream = tmp_path / "landing" / "usage_events_stream"
-    stream.mkdir(parents=True)
-    (stream / "f1.jsonl").write_text('{"event_id": "e1", "timestamp": "2025-08-01T10:00:00Z"}\n')
-    lake = LakeResource(root=str(tmp_path / "lake"), landing=str(tmp_path / "landing"))
-    instance = dg.DagsterInstance.ephemeral()
-    working = _started_stream_run(instance, os.getpid())
-    f1 = (stream / "f1.jsonl").stat()
-    cursor = json.dumps({"pending": {"f1.jsonl": [f1.st_size, f1.st_mtime_ns, time.time()]}})
-
-    def tick():
-        with dg.build_sensor_context(instance=instance, resources={"lake": lake}, cursor=cursor) as context:
-            return usage_events_sensor(context).run_requests
-
+    stream, instance, working, tick = _f1_in_flight(tmp_path, monkeypatch)
     # P1 is served and the run is in its tail: with no file waiting, nothing is planned for its marts.
     instance.add_run_tags(working.run_id, {P1_SERVED_TAG: "1", FOLLOWS_TAG: "r0"})
     assert tick() == []
     # A file lands: its run is planned now and follows the run before, and those it follows, in case
     # that run leaves its marts to it.
-    (stream / "f2.jsonl").write_text('{"event_id": "e2", "timestamp": "2025-08-02T10:00:00Z"}\n')
+    _land(stream, "f2.jsonl", "2025-08-02")
     [request] = tick()
     assert request.tags["cpa/files"] == "f2.jsonl" and request.tags[FOLLOWS_TAG] == f"r0,{working.run_id}"
     assert request.run_config["ops"]["gold__org_top_services_14d"]["config"]["follows"] == ["r0", working.run_id]
