@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 from cpa_assets.definitions import build_definitions
 from cpa_cli.backfill import run_backfill
 from cpa_resources import CassandraResource, LakeResource, local_cassandra, session_from_env
+from cpa_resources.cassandra import shutdown_sessions
 
 REPO = Path(__file__).resolve().parents[1]
 # The course dataset is read where it lies (never copied into the repo): beside the checkout, or
@@ -39,6 +40,14 @@ def _release_cached_frames():
     session = SparkSession.getActiveSession()
     if session is not None:
         session.catalog.clearCache()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_cassandra_sessions():
+    """The pooled driver sessions close before the interpreter does: a cluster left open has its
+    scheduler thread submit work to executors Python has already shut down, and print that."""
+    yield
+    shutdown_sessions()
 
 
 @pytest.fixture(scope="session")
