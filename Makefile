@@ -16,7 +16,7 @@ export PATH := $(JAVA_HOME)/bin:$(PATH)
 export DAGSTER_EVENT_BATCH_SIZE ?= 1000
 export DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS ?= 1
 
-.PHONY: setup run test bench bench-freshness bench-scale bench-faults bench-idle stop cassandra-stop cluster-start cluster-stop cluster-status clean
+.PHONY: setup run test bench bench-freshness bench-scale bench-merge bench-faults bench-idle stop cassandra-stop cluster-start cluster-stop cluster-status clean
 
 # The servers every command needs: Cassandra (serving tables) and PostgreSQL (the Dagster instance).
 setup: $(STAMP)
@@ -64,6 +64,13 @@ bench-freshness: setup
 # 1×, 10× and 100× generated data: backfill time, events/s, peak memory, then freshness of 5 files.
 bench-scale: setup
 	$(BIN)/python bench/scale.py
+
+# The daily mart's MERGE on a synthetic mart of the 100× size (1.3 M cells): rewriting files against
+# deletion vectors (on the warm Spark Connect server, as stream runs do, unless another Spark is set).
+bench-merge: setup
+	@if [ -z "$$CPA_SPARK_MASTER$$CPA_SPARK_REMOTE" ]; then $(BIN)/cpa spark start; fi
+	if [ -z "$$CPA_SPARK_MASTER$$CPA_SPARK_REMOTE" ]; then export CPA_SPARK_REMOTE=sc://127.0.0.1:$${CPA_SPARK_CONNECT_PORT:-15002}; fi && \
+		$(BIN)/python bench/mart_merge.py
 
 bench-faults: setup
 	$(BIN)/python bench/faults.py
