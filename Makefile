@@ -33,6 +33,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+# Unless CPA_SPARK_MASTER or CPA_SPARK_REMOTE names another Spark: start the warm local Spark
+# Connect server and point the commands after it (in the same shell line) at it.
+WARM_SPARK = if [ -z "$$CPA_SPARK_MASTER$$CPA_SPARK_REMOTE" ]; then $(BIN)/cpa spark start && \
+	export CPA_SPARK_REMOTE=sc://127.0.0.1:$${CPA_SPARK_CONNECT_PORT:-15002}; fi
+
 # Generated data ends today, so the stream looks live; `cpa calendar` fits the partitions to the
 # landing data's dates (a variable set by hand wins) for the backfill and the UI alike. Every run
 # talks to a warm local Spark Connect server, unless CPA_SPARK_MASTER or CPA_SPARK_REMOTE names
@@ -40,9 +45,7 @@ $(STAMP): pyproject.toml
 run: setup
 	@if [ -z "$$(ls -A $(LANDING)/usage_events_stream 2>/dev/null)" ]; then \
 		$(BIN)/cpa generate --out $(LANDING) --scale 1 --seed 7 --end $$(date -u +%F) --force; fi
-	@if [ -z "$$CPA_SPARK_MASTER$$CPA_SPARK_REMOTE" ]; then $(BIN)/cpa spark start; fi
-	eval "$$($(BIN)/cpa calendar)" && \
-		if [ -z "$$CPA_SPARK_MASTER$$CPA_SPARK_REMOTE" ]; then export CPA_SPARK_REMOTE=sc://127.0.0.1:$${CPA_SPARK_CONNECT_PORT:-15002}; fi && \
+	$(WARM_SPARK) && eval "$$($(BIN)/cpa calendar)" && \
 		$(BIN)/cpa backfill && $(BIN)/dg dev --host 127.0.0.1 --port 3000
 
 # Stops the local servers `make run` started (Spark Connect, PostgreSQL, Cassandra).
@@ -68,9 +71,7 @@ bench-scale: setup
 # The daily mart's MERGE on a synthetic mart of the 100× size (1.3 M cells): rewriting files against
 # deletion vectors (on the warm Spark Connect server, as stream runs do, unless another Spark is set).
 bench-merge: setup
-	@if [ -z "$$CPA_SPARK_MASTER$$CPA_SPARK_REMOTE" ]; then $(BIN)/cpa spark start; fi
-	if [ -z "$$CPA_SPARK_MASTER$$CPA_SPARK_REMOTE" ]; then export CPA_SPARK_REMOTE=sc://127.0.0.1:$${CPA_SPARK_CONNECT_PORT:-15002}; fi && \
-		$(BIN)/python bench/mart_merge.py
+	$(WARM_SPARK) && $(BIN)/python bench/mart_merge.py
 
 bench-faults: setup
 	$(BIN)/python bench/faults.py

@@ -100,6 +100,11 @@ def rows_added(instance: dg.DagsterInstance, run_id: str) -> int:
     return 0
 
 
+def no_event_mark(figures: dict) -> str:
+    """What a file's printed line says when its run added no event."""
+    return "" if figures["rows_added"] else " | no new event (left out of the medians)"
+
+
 def served_something(figures: list[dict]) -> list[dict]:
     """The figures of the files whose run added events (all of them if none did)."""
     return [f for f in figures if f["rows_added"]] or figures
@@ -151,7 +156,7 @@ def main() -> int:
                       f" first step {r['first_step']:.1f} s |"
                       f" P1 readable {r['p1_readable']:.1f} s | all tables {r['all_tables']:.1f} s |"
                       f" run end {r['run_end']:.1f} s" + (" | P2, P5, P6 left to a later run" if r["left"] else "")
-                      + ("" if r["rows_added"] else " | no new event (left out of the medians)"), flush=True)
+                      + no_event_mark(r), flush=True)
             crowded = max(LakeResource(root=str(lake)).files_per_partition("bronze", "usage_events", "event_date").values())
             print(f"bronze: at most {crowded} Parquet files in a partition", flush=True)
         finally:

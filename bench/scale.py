@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.backfill import PeakMemory  # noqa: E402
-from bench.freshness import finished_run, freshness_figures, served_something  # noqa: E402
+from bench.freshness import finished_run, freshness_figures, no_event_mark, served_something  # noqa: E402
 from bench.stack import LiveStack, wait_for  # noqa: E402
 from cpa_assets.landing import landing_calendar  # noqa: E402
 from cpa_cli.replay import deliver  # noqa: E402
@@ -119,7 +119,7 @@ def run_scale(scale: int, args) -> dict:
                 f = figures[-1]
                 print(f"scale {scale}: {path.name}: P1 readable {f['p1_readable']:.1f} s | all tables"
                       f" {f['all_tables']:.1f} s | run end {f['run_end']:.1f} s"
-                      + ("" if f["rows_added"] else " | no new event (left out of the medians)"), flush=True)
+                      + no_event_mark(f), flush=True)
         finally:
             stack.close()
             subprocess.run([sys.executable, "-c", "from cpa_resources import CassandraResource; "
