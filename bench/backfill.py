@@ -120,7 +120,9 @@ def run_once(landing: Path, spark: str) -> dict:
         local_postgres.drop_database(database)
     text = "".join(output)
     layers = re.search(r"seconds per layer (.*)", text)
+    slowest = re.search(r"slowest steps \(s\) (.*)", text)
     return {
+        "slowest": slowest.group(1) if slowest else "?",
         "ok": process.returncode == 0 and "succeeded" in text,
         "wall_s": wall,
         "layers": layers.group(1) if layers else "?",
@@ -146,6 +148,7 @@ def main() -> int:
             f"run {run}: wall {figures['wall_s']:.1f} s | layers (s): {figures['layers']} | peak RSS of every process"
             f" at work (the backfill, Spark, Cassandra, PostgreSQL) {figures['peak_mib']:.0f} MiB"
         )
+        print(f"  slowest steps (s): {figures['slowest']}", flush=True)
     return 0
 
 

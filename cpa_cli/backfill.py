@@ -23,15 +23,28 @@ def landing_date_range(lake: LakeResource) -> tuple[str, str] | None:
     return (min(dates), max(dates)) if dates else None
 
 
-def layer_seconds(results: list[dg.ExecuteInProcessResult]) -> dict[str, float]:
-    """Time spent in the steps of each layer (bronze, silver, gold, cassandra)."""
+def step_seconds(results: list[dg.ExecuteInProcessResult]) -> dict[str, float]:
+    """Time spent in each step that succeeded, by step key (`bronze__usage_events`, …)."""
     seconds: dict[str, float] = {}
     for result in results:
         for event in result.all_events:
             if event.event_type_value == "STEP_SUCCESS":
-                layer = event.step_key.split("_")[0]
-                seconds[layer] = seconds.get(layer, 0.0) + event.event_specific_data.duration_ms / 1000
+                seconds[event.step_key] = seconds.get(event.step_key, 0.0) + event.event_specific_data.duration_ms / 1000
     return seconds
+
+
+def layer_seconds(results: list[dg.ExecuteInProcessResult]) -> dict[str, float]:
+    """Time spent in the steps of each layer (bronze, silver, gold, cassandra)."""
+    seconds: dict[str, float] = {}
+    for step, spent in step_seconds(results).items():
+        layer = step.split("_")[0]
+        seconds[layer] = seconds.get(layer, 0.0) + spent
+    return seconds
+
+
+def slowest_steps(results: list[dg.ExecuteInProcessResult], count: int = 8) -> str:
+    ranked = sorted(step_seconds(results).items(), key=lambda item: -item[1])[:count]
+    return ", ".join(f"{step} {spent:.1f}" for step, spent in ranked)
 
 
 def failed_checks(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -94,6 +107,7 @@ def run_backfill(
     seconds = time.perf_counter() - began
     ok = all(r.success and not failed_checks(r) for r in results) and len(results) == len(plan)
     print("cpa backfill: seconds per layer " + ", ".join(f"{k} {v:.1f}" for k, v in layer_seconds(results).items()))
+    print("cpa backfill: slowest steps (s) " + slowest_steps(results), flush=True)
     print(f"cpa backfill: {'succeeded' if ok else 'FAILED'} in {seconds:.1f}s ({len(results)} runs)", flush=True)
     return results
 
