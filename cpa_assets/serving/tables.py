@@ -16,10 +16,10 @@ import pandas as pd
 import pandera.pandas as pap
 from cassandra.cluster import Session
 from cassandra.concurrent import execute_concurrent, execute_concurrent_with_args
-from cassandra.query import BatchStatement, BatchType
+from cassandra.query import BatchStatement, BatchType, BoundStatement
 from cassandra.util import Date
 from dagster_pyspark import LazyPySparkResource
-from pyspark.sql.types import StructType
+from pyspark.sql.types import DateType, StructType
 
 from cpa_assets.checks import pandas_schema_result, schema_spec
 from cpa_assets.metadata import partition_metadata
@@ -42,9 +42,12 @@ NOT_NAN = pap.Check(
 # backoff (2, 4, 8, 16, 32 s); a longer one fails the run, which the usage sensor runs again.
 SERVING_RETRIES = dg.RetryPolicy(max_retries=5, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
-# Rows per unlogged batch: batches only ever hold one partition, and stay under Cassandra's
-# default 5 KiB batch warning for rows of this size.
+# Statements per unlogged batch: batches stay under Cassandra's default 5 KiB batch warning for
+# rows of this size. A request costs the client more than the rows it carries (the driver's
+# Python), so a batch packs the rows of several partitions, no more than Cassandra accepts without
+# a warning (unlogged_batch_across_partitions_warn_threshold: 10).
 BATCH_ROWS = 40
+BATCH_PARTITIONS = 10
 CONCURRENCY = 64
 # Reading back more partitions than this, one query each, is slower than one scan of the table.
 MAX_PARTITION_READS = 1000
@@ -178,6 +181,16 @@ def _plain(value):
     return value.date() if isinstance(value, Date) else value
 
 
+def served_frame(table: ServingTable, rows: Iterable) -> pd.DataFrame:
+    """Rows read back (all of the table's columns, in order) as a frame of Python values, its date
+    columns as plain dates: one conversion per date value, not a call per value of every row."""
+    frame = pd.DataFrame(list(rows), columns=table.columns, dtype=object)
+    for field in table.gold_schema.fields:
+        if isinstance(field.dataType, DateType):
+            frame[field.name] = frame[field.name].map(_plain).astype(object)
+    return frame
+
+
 def existing_partitions(session: Session, table: ServingTable, name: str) -> list[tuple]:
     """Partition keys the table holds (a scan of partition keys only, no filtering)."""
     columns = ", ".join(table.partition_key)
@@ -197,26 +210,57 @@ def date_slices(session: Session, table: ServingTable, name: str, dates: list[dt
     return where, [(*p, min(dates), max(dates)) for p in partitions]
 
 
+def execute_packed(session: Session, statements: dict[tuple, list[BoundStatement]]) -> int:
+    """Run bound statements, given per partition, in unlogged batches of at most BATCH_ROWS
+    statements over at most BATCH_PARTITIONS partitions whose replicas are the same nodes (a
+    token-aware client sends each batch to a node that holds all of it); the number of batches.
+    A partition's statements keep their order; one with more than BATCH_ROWS spans batches."""
+    metadata = session.cluster.metadata
+    open_batches: dict[tuple, tuple[BatchStatement, int]] = {}  # by replicas: a batch and its partitions
+    batches: list[BatchStatement] = []
+    for bound in statements.values():
+        first = bound[0]
+        replicas = () if first.routing_key is None else tuple(
+            host.endpoint for host in metadata.get_replicas(first.keyspace, first.routing_key))
+        batch, partitions = open_batches.pop(replicas, (None, 0))
+        if batch is not None and (partitions == BATCH_PARTITIONS or len(batch) + len(bound) > BATCH_ROWS):
+            batches.append(batch)  # full, or the partition would not fit whole: it starts a batch
+            batch = None
+        for start in range(0, len(bound), BATCH_ROWS):
+            if batch is None or len(batch) == BATCH_ROWS:
+                if batch is not None:
+                    batches.append(batch)
+                batch, partitions = BatchStatement(batch_type=BatchType.UNLOGGED), 0
+            for statement in bound[start : start + BATCH_ROWS]:
+                batch.add(statement)
+        open_batches[replicas] = (batch, partitions + 1)
+    batches += [batch for batch, _ in open_batches.values() if len(batch)]
+    execute_concurrent(session, [(batch, ()) for batch in batches], concurrency=CONCURRENCY, raise_on_first_error=True)
+    return len(batches)
+
+
 def write_rows(session: Session, table: ServingTable, name: str, rows: pd.DataFrame, stamp: int) -> int:
-    """Upsert rows with a client timestamp, in unlogged batches that each hold one partition's rows;
-    the number of batches."""
+    """Upsert rows with a client timestamp, in unlogged batches (`execute_packed`); the number of
+    batches."""
     insert = session.prepare(
         f"INSERT INTO {name} ({', '.join(table.columns)}) VALUES ({', '.join('?' for _ in table.columns)})"
         f" USING TIMESTAMP {stamp}"
     )
-    by_partition: dict[tuple, list[tuple]] = defaultdict(list)
+    by_partition: dict[tuple, list[BoundStatement]] = defaultdict(list)
     key_positions = [table.columns.index(c) for c in table.partition_key]
     for row in _to_python(rows[table.columns]):
-        by_partition[tuple(row[i] for i in key_positions)].append(row)
-    batches = []
-    for partition_rows in by_partition.values():
-        for start in range(0, len(partition_rows), BATCH_ROWS):
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
-            for row in partition_rows[start : start + BATCH_ROWS]:
-                batch.add(insert, row)
-            batches.append((batch, ()))
-    execute_concurrent(session, batches, concurrency=CONCURRENCY, raise_on_first_error=True)
-    return len(batches)
+        by_partition[tuple(row[i] for i in key_positions)].append(insert.bind(row))
+    return execute_packed(session, by_partition)
+
+
+def delete_where(session: Session, name: str, where: str, stamp: int, keys: Iterable[tuple], partition_key_size: int) -> int:
+    """Delete with a client timestamp what `where` reaches for each tuple of `keys` (whose first
+    values are a partition key), in unlogged batches (`execute_packed`); the number of batches."""
+    delete = session.prepare(f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {where}")
+    by_partition: dict[tuple, list[BoundStatement]] = defaultdict(list)
+    for key in keys:
+        by_partition[tuple(key[:partition_key_size])].append(delete.bind(key))
+    return execute_packed(session, by_partition)
 
 
 def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.DataFrame, dates: list[dt.date]) -> dict:
@@ -228,8 +272,7 @@ def replace_dates(session: Session, table: ServingTable, name: str, rows: pd.Dat
     stamp = int(time.time() * 1_000_000)
     batches = write_rows(session, table, name, rows, stamp + 1)
     where, stale = date_slices(session, table, name, dates)
-    delete = session.prepare(f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {where}")
-    execute_concurrent_with_args(session, delete, stale, concurrency=CONCURRENCY, raise_on_first_error=True)
+    batches += delete_where(session, name, where, stamp, stale, len(table.partition_key))
     return {"rows_written": len(rows), "batches": batches, "partitions_cleared_of_older_rows": len(stale)}
 
 
@@ -239,15 +282,12 @@ def read_dates(session: Session, table: ServingTable, name: str, dates: list[dt.
     columns = ", ".join(table.columns)
     if table.date_in_partition_key:
         # Date-keyed partitions can number thousands (P2: org × day): one paged scan beats reading each.
-        position = table.columns.index(table.date_column)
-        wanted = set(dates)
-        rows = [r for r in session.execute(f"SELECT {columns} FROM {name}") if _plain(r[position]) in wanted]
-    else:
-        where, args = date_slices(session, table, name, dates)
-        select = session.prepare(f"SELECT {columns} FROM {name} WHERE {where}")
-        results = execute_concurrent_with_args(session, select, args, concurrency=CONCURRENCY, raise_on_first_error=True)
-        rows = [r for outcome in results for r in outcome.result_or_exc]
-    return pd.DataFrame([tuple(_plain(v) for v in row) for row in rows], columns=table.columns, dtype=object)
+        served = served_frame(table, session.execute(f"SELECT {columns} FROM {name}"))
+        return served[served[table.date_column].isin(set(dates))].reset_index(drop=True)
+    where, args = date_slices(session, table, name, dates)
+    select = session.prepare(f"SELECT {columns} FROM {name} WHERE {where}")
+    results = execute_concurrent_with_args(session, select, args, concurrency=CONCURRENCY, raise_on_first_error=True)
+    return served_frame(table, (r for outcome in results for r in outcome.result_or_exc))
 
 
 def final_state(table: ServingTable, changes: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -278,9 +318,8 @@ def apply_changes(session: Session, table: ServingTable, name: str, rows: pd.Dat
     """Upsert `rows` and delete the keys of `gone`: writes at t+1, deletes at t, as `replace_dates`."""
     stamp = int(time.time() * 1_000_000)
     batches = write_rows(session, table, name, rows, stamp + 1)
-    delete = session.prepare(f"DELETE FROM {name} USING TIMESTAMP {stamp} WHERE {_where(table.primary_key)}")
-    execute_concurrent_with_args(session, delete, _to_python(gone[table.primary_key]), concurrency=CONCURRENCY,
-                                 raise_on_first_error=True)
+    batches += delete_where(session, name, _where(table.primary_key), stamp, _to_python(gone[table.primary_key]),
+                            len(table.partition_key))
     return {"rows_written": len(rows), "batches": batches, "rows_deleted": len(gone)}
 
 
@@ -294,8 +333,7 @@ def read_keys(session: Session, table: ServingTable, name: str, keys: pd.DataFra
     wanted = keys[table.primary_key].astype(object).drop_duplicates()
     if partitions.ngroups > MAX_PARTITION_READS and len(wanted) * 4 > table_rows:
         # Thousands of partitions (P2 is org × day) holding much of the table: one paged scan beats reading each.
-        rows = pd.DataFrame([tuple(_plain(v) for v in row) for row in session.execute(f"SELECT {', '.join(table.columns)} FROM {name}")],
-                            columns=table.columns, dtype=object)
+        rows = served_frame(table, session.execute(f"SELECT {', '.join(table.columns)} FROM {name}"))
         return rows.merge(wanted, on=table.primary_key, how="inner")[table.columns]
     if table.date_in_partition_key:
         where, args = _where(table.partition_key), [tuple(p) if isinstance(p, tuple) else (p,) for p in partitions.groups]
@@ -306,8 +344,7 @@ def read_keys(session: Session, table: ServingTable, name: str, keys: pd.DataFra
     select = session.prepare(f"SELECT {', '.join(table.columns)} FROM {name} WHERE {where}")
     results = execute_concurrent_with_args(session, select, [tuple(_python(v) for v in a) for a in args],
                                            concurrency=CONCURRENCY, raise_on_first_error=True)
-    rows = pd.DataFrame([tuple(_plain(v) for v in row) for outcome in results for row in outcome.result_or_exc],
-                        columns=table.columns, dtype=object)
+    rows = served_frame(table, (row for outcome in results for row in outcome.result_or_exc))
     return rows.merge(wanted, on=table.primary_key, how="inner")[table.columns]
 
 
