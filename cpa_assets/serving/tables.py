@@ -42,12 +42,16 @@ NOT_NAN = pap.Check(
 # backoff (2, 4, 8, 16, 32 s); a longer one fails the run, which the usage sensor runs again.
 SERVING_RETRIES = dg.RetryPolicy(max_retries=5, delay=2, backoff=dg.Backoff.EXPONENTIAL)
 
-# Statements per unlogged batch: batches stay under Cassandra's default 5 KiB batch warning for
-# rows of this size. A request costs the client more than the rows it carries (the driver's
-# Python), so a batch packs the rows of several partitions, no more than Cassandra accepts without
-# a warning (unlogged_batch_across_partitions_warn_threshold: 10).
+# Statements per unlogged batch: one partition's rows of this size stay under Cassandra's default
+# 5 KiB batch warning. A request costs the client more than the rows it carries (the driver's
+# Python), so a batch packs the rows of several partitions: no more than Cassandra accepts without
+# a warning (unlogged_batch_across_partitions_warn_threshold: 10), and no more bytes than
+# BATCH_BYTES by `_weight` (each partition and cell costs the server more than its value: rows of
+# 9 columns, ≈ 60 bytes of values, measured ≈ 170–200 bytes each in a batch of 10 partitions).
 BATCH_ROWS = 40
 BATCH_PARTITIONS = 10
+BATCH_BYTES = 4096
+CELL_BYTES = 24
 CONCURRENCY = 64
 # Reading back more partitions than this, one query each, is slower than one scan of the table.
 MAX_PARTITION_READS = 1000
@@ -210,31 +214,40 @@ def date_slices(session: Session, table: ServingTable, name: str, dates: list[dt
     return where, [(*p, min(dates), max(dates)) for p in partitions]
 
 
+def _weight(statement: BoundStatement) -> int:
+    """What a statement adds to a batch, as Cassandra counts it, roughly: its values' bytes and an
+    allowance per cell."""
+    return sum(len(value) for value in statement.values if value) + CELL_BYTES * len(statement.values)
+
+
 def execute_packed(session: Session, statements: dict[tuple, list[BoundStatement]]) -> int:
     """Run bound statements, given per partition, in unlogged batches of at most BATCH_ROWS
     statements over at most BATCH_PARTITIONS partitions whose replicas are the same nodes (a
-    token-aware client sends each batch to a node that holds all of it); the number of batches.
-    A partition's statements keep their order; one with more than BATCH_ROWS spans batches."""
+    token-aware client sends each batch to a node that holds all of it), and at most BATCH_BYTES
+    of them when they are several partitions'; the number of batches. A partition's statements
+    keep their order; one with more than BATCH_ROWS spans batches."""
     metadata = session.cluster.metadata
-    open_batches: dict[tuple, tuple[BatchStatement, int]] = {}  # by replicas: a batch and its partitions
+    open_batches: dict[tuple, tuple[BatchStatement, int, int]] = {}  # by replicas: a batch, its partitions, bytes
     batches: list[BatchStatement] = []
     for bound in statements.values():
         first = bound[0]
         replicas = () if first.routing_key is None else tuple(
             host.endpoint for host in metadata.get_replicas(first.keyspace, first.routing_key))
-        batch, partitions = open_batches.pop(replicas, (None, 0))
-        if batch is not None and (partitions == BATCH_PARTITIONS or len(batch) + len(bound) > BATCH_ROWS):
+        weight = sum(_weight(statement) for statement in bound)
+        batch, partitions, held = open_batches.pop(replicas, (None, 0, 0))
+        if batch is not None and (partitions == BATCH_PARTITIONS or len(batch) + len(bound) > BATCH_ROWS
+                                  or held + weight > BATCH_BYTES):
             batches.append(batch)  # full, or the partition would not fit whole: it starts a batch
             batch = None
         for start in range(0, len(bound), BATCH_ROWS):
             if batch is None or len(batch) == BATCH_ROWS:
                 if batch is not None:
                     batches.append(batch)
-                batch, partitions = BatchStatement(batch_type=BatchType.UNLOGGED), 0
+                batch, partitions, held = BatchStatement(batch_type=BatchType.UNLOGGED), 0, 0
             for statement in bound[start : start + BATCH_ROWS]:
                 batch.add(statement)
-        open_batches[replicas] = (batch, partitions + 1)
-    batches += [batch for batch, _ in open_batches.values() if len(batch)]
+        open_batches[replicas] = (batch, partitions + 1, held + weight)
+    batches += [batch for batch, _, _ in open_batches.values() if len(batch)]
     execute_concurrent(session, [(batch, ()) for batch in batches], concurrency=CONCURRENCY, raise_on_first_error=True)
     return len(batches)
 
