@@ -22,7 +22,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -54,12 +53,6 @@ RETENTION_HOURS = 168
 # Every run that writes the lake holds this lock from its start to its end; another run waits.
 LOCK_FILE = ".cpa-lake.lock"
 LOCK_POLL_SECONDS = 0.2
-# A command whose runs go side by side (`cpa backfill`) holds the lake once for all of them; its
-# runs carry this tag, naming the hold, and write under it instead of waiting for each other.
-HOLD_TAG = "cpa/lake-hold"
-# A Delta SQL command's commit takes the run's id from a setting of the session, which runs side
-# by side in one process share: one such command at a time, its setting with it.
-_SQL_COMMAND = threading.Lock()
 ROOT_RUN_TAG = "dagster/root_run_id"  # Dagster's tag on a re-execution: the run the chain started with
 # A run writes a table a handful of times: its commits are among the table's latest ones.
 RUN_COMMITS_LOOKBACK = 50
@@ -83,8 +76,7 @@ class LakeResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if context.run is not None:  # a run, not a sensor's evaluation
-            if not self.held_here(context.run.tags.get(HOLD_TAG)):
-                self._lock = self.hold_lock(context.run.run_id, context.log)
+            self._lock = self.hold_lock(context.run.run_id, context.log)
             self._run_id = context.run.tags.get(ROOT_RUN_TAG) or context.run.run_id
 
     @property
@@ -119,24 +111,6 @@ class LakeResource(dg.ConfigurableResource):
         if waiting_since is not None and log is not None:
             log.info(f"the lake is free after {time.monotonic() - waiting_since:.1f} s")
         return fd
-
-    @contextmanager
-    def held(self, holder: str) -> Iterator[None]:
-        """Hold the lake for the length of the block; runs tagged `HOLD_TAG: holder` in this
-        process write under the hold."""
-        fd = self.hold_lock(holder)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)  # the record goes with the hold: no later run takes it for one
-            os.close(fd)
-
-    def held_here(self, holder: str | None) -> bool:
-        """The lake is held by `holder`, in this process (so a run in it may write under the hold)."""
-        if not holder:
-            return False
-        record = self.lock_holder() or {}
-        return record.get("holder") == holder and record.get("pid") == os.getpid()
 
     def local_root(self) -> Path | None:
         """The lake's folder when it is on this machine's disk (a path or a file: URI)."""
@@ -361,9 +335,8 @@ class LakeResource(dg.ConfigurableResource):
 
     def _sql(self, spark: SparkSession, statement: str) -> list:
         """A Delta SQL command (MERGE, OPTIMIZE, RESTORE) whose commit carries this run's id."""
-        with _SQL_COMMAND:
-            spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", self._run_id)
-            return spark.sql(statement).collect()
+        spark.conf.set("spark.databricks.delta.commitInfo.userMetadata", self._run_id)
+        return spark.sql(statement).collect()
 
     def run_commits(self, layer: str, table: str, runs: Iterable[str] = ()) -> list[dict]:
         """This run's commits of the table (and those of the earlier `runs` it completes), oldest

@@ -80,11 +80,7 @@ def run_pipeline(landing: Path, lake_dir: Path, cassandra: CassandraResource, st
     """Run `cpa backfill` over a landing folder into the given lake and keyspace."""
     lake = LakeResource(root=str(lake_dir), landing=str(landing))
     defs = build_definitions(lake=lake, cassandra=cassandra)
-    # An instance on disk, as `cpa backfill`'s own: its lanes go side by side (not on an ephemeral one).
-    home = lake_dir.parent / f"{lake_dir.name}-dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    instance = dg.DagsterInstance.local_temp(str(home))
-    return Runs(run_backfill(defs, start, end, instance=instance)), lake
+    return Runs(run_backfill(defs, start, end, instance=dg.DagsterInstance.ephemeral())), lake
 
 
 @pytest.fixture

@@ -107,38 +107,3 @@ def test_serving_tables_show_their_primary_key_and_the_ddl_types():
         assert f"PRIMARY KEY {metadata['primary_key']}" in ddl, table.name
         for column in metadata["dagster/column_schema"].columns:
             assert re.search(rf"^\s+{column.name} {column.type},$", ddl, re.M), (table.name, column.name)
-
-
-def test_the_backfills_lanes_side_by_side_share_no_asset_and_wait_for_nothing_in_each_other(tmp_path):
-    """`cpa backfill` runs the lanes of a phase side by side: each asset of a job is in exactly one
-    run, and what an asset reads was built in an earlier phase or comes earlier in its own lane."""
-    from cpa_assets.jobs import daily_batch_job, monthly_billing_job, usage_pipeline_job
-    from cpa_cli.backfill import backfill_plan
-
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    (landing / "support_tickets.csv").write_text("ticket_id,org_id,created_at\nt1,o1,2025-08-01T10:00:00\n")
-    (landing / "billing_monthly.csv").write_text("invoice_id,org_id,month\ni1,o1,2025-08-01\n")
-    graph = defs.resolve_asset_graph()
-    jobs = {job.name: job.selection.resolve(graph) for job in (usage_pipeline_job, daily_batch_job, monthly_billing_job)}
-    plan = backfill_plan(defs.resources["lake"].model_copy(update={"landing": str(landing)}), "2025-08-01", "2025-08-31")
-    assert [len(phase) for phase in plan] == [1, 2]
-    built_before: set = set()
-    runs_of = {}
-    for phase in plan:
-        in_phase = set()
-        for lane in phase:
-            built_in_lane: set = set()
-            for job, _, selection, _ in lane:
-                keys = selection.resolve(graph)
-                assert keys <= jobs[job]
-                for key in keys:
-                    assert key not in runs_of, f"{key.to_user_string()} in two runs"
-                    runs_of[key] = job
-                    waits_for = {parent for parent in graph.get(key).parent_keys if parent not in keys}
-                    assert waits_for <= built_before | built_in_lane, (key, waits_for - built_before - built_in_lane)
-                built_in_lane |= keys
-            assert not in_phase & built_in_lane
-            in_phase |= built_in_lane
-        built_before |= in_phase
-    assert built_before == graph.get_all_asset_keys()

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from cpa_resources import LakeResource
-from cpa_resources.lake import HOLD_TAG, MAX_FILES_PER_PARTITION
+from cpa_resources.lake import MAX_FILES_PER_PARTITION
 
 SCHEMA = "id int, day date"
 
@@ -160,57 +160,6 @@ def test_a_run_waits_for_the_lake_while_another_run_holds_it(tmp_path):
     run.join(60)
     assert finished and finished[0] >= released_at
     assert lake.lock_holder()["holder"] != "a stream run"
-
-
-def test_runs_of_a_hold_in_this_process_write_under_it_and_any_other_run_waits(tmp_path):
-    lake = LakeResource(root=str(tmp_path))
-    holders = []
-
-    @dg.asset
-    def writer(lake: LakeResource) -> None:
-        holders.append((lake.lock_holder() or {}).get("holder"))
-
-    other = threading.Thread(target=lambda: dg.materialize([writer], resources={"lake": lake}, tags={HOLD_TAG: "cpa backfill 2"}))
-    with lake.held("cpa backfill 1"):
-        mine = threading.Thread(target=lambda: dg.materialize([writer], resources={"lake": lake}, tags={HOLD_TAG: "cpa backfill 1"}))
-        mine.start()
-        mine.join(60)
-        assert holders == ["cpa backfill 1"], "a run of the hold waited for the lake"
-        other.start()
-        time.sleep(2)
-        assert len(holders) == 1, "a run naming a hold nobody has wrote while the lake was held"
-    other.join(60)
-    assert len(holders) == 2 and holders[1] not in (None, "cpa backfill 1", "cpa backfill 2")
-    # Gone with its block, the hold lets no later run in; nor does a record of another process.
-    assert not lake.held_here("cpa backfill 1")
-    lake.lock_path().write_text('{"holder": "cpa backfill 3", "pid": %d}' % (os.getpid() + 1))
-    assert not lake.held_here("cpa backfill 3")
-
-
-def test_runs_side_by_side_under_one_hold_commit_under_their_own_run_ids(spark, tmp_path):
-    hold = "cpa backfill"
-    lakes = {run: LakeResource(root=str(tmp_path)) for run in ("run-a", "run-b")}
-    schema = "org string, cost double, day date"
-    d1 = dt.date(2025, 8, 1)
-
-    def write(run: str) -> None:
-        for step in range(3):  # the first creates the table, the next two are MERGE commands
-            rows = spark.createDataFrame([(f"o{step}", 1.0, d1)], schema)
-            lakes[run].upsert(rows, "gold", run, ["org", "day"], "day", add=["cost"])
-
-    with LakeResource(root=str(tmp_path)).held(hold):
-        for run, lake in lakes.items():
-            lake.setup_for_execution(_Context(_Run(run, {HOLD_TAG: hold})))
-        threads = [threading.Thread(target=write, args=(run,)) for run in lakes]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-    for run, lake in lakes.items():
-        commits = lake.history("gold", run)
-        assert [c["operation"] for c in commits].count("MERGE") == 2
-        assert {c.get("userMetadata") for c in commits} == {run}, commits
-        lake.teardown_after_execution(None)
 
 
 def test_every_asset_takes_the_lake_resource_so_every_run_of_them_holds_the_lake():
