@@ -2,7 +2,7 @@
 
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 import pandas as pd
@@ -22,7 +22,7 @@ from cpa_assets.bronze.usage import inserted
 from cpa_assets.gold.tail import defer, still_to_follow, tail_mart
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
 
-from cpa_resources import LakeResource
+from cpa_resources import CassandraResource, LakeResource
 
 DAILY_USAGE = dg.AssetKey(["gold", "org_daily_usage_by_service"])
 TOP_SERVICES = dg.AssetKey(["gold", "org_top_services_14d"])
@@ -137,18 +137,29 @@ def silver_cells(lake: LakeResource, spark, changes: DataFrame, cell: list[str],
 
 
 def increment_cells(lake: LakeResource, spark, changes: DataFrame, table: str, cell: list[str], aggregate,
-                    measures: list[str], where=None, runs: list[str] = ()) -> None:
+                    measures: list[str], where=None, runs: list[str] = (),
+                    before_merge: Callable[[pd.DataFrame], None] | None = None) -> None:
     """Bring the gold cells that the new silver rows of this run (and of the earlier `runs` it
     completes) reach up to date, in one MERGE: each reached cell gets the sums of its new rows
     added (the rows are new events, the measures sums), a new cell is inserted. If one of these runs
     (or the run this one re-executes) has already merged into the table, adding again would count
-    twice: the reached cells are recomputed from all their silver rows instead."""
+    twice: the reached cells are recomputed from all their silver rows instead.
+
+    `before_merge` is handed the sums to add, as a pandas frame, before the MERGE (P1 serves them
+    from there); the MERGE then adds those very rows."""
     if lake.run_commits("gold", table, runs):
         rows, _ = silver_cells(lake, spark, changes, cell, where)
         lake.upsert(aggregate(rows), "gold", table, cell, "usage_date")
         return
     new = inserted(changes, SILVER_SCHEMA, spark)
-    lake.upsert(aggregate(new if where is None else new.where(where)), "gold", table, cell, "usage_date", add=measures)
+    sums = aggregate(new if where is None else new.where(where))
+    if before_merge is not None:
+        collected_sums = sums.toPandas()
+        if collected_sums.empty:
+            return
+        before_merge(collected_sums)
+        sums = spark.createDataFrame(collected_sums, schema=sums.schema)
+    lake.upsert(sums, "gold", table, cell, "usage_date", add=measures)
 
 
 @dg.asset(
@@ -162,20 +173,26 @@ def increment_cells(lake: LakeResource, spark, changes: DataFrame, table: str, c
     check_specs=[schema_spec(DAILY_USAGE)],
 )
 def org_daily_usage_by_service(
-    context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: UsageRun, spark: LazyPySparkResource, lake: LakeResource,
+    cassandra: CassandraResource,
 ) -> dg.MaterializeResult:
     """Cost and usage per org × usage_date × service: daily_cost_usd, requests, cpu_hours,
     storage_gb_hours, genai_tokens, carbon_kg and event_count, from silver events only (P1).
 
     A stream run that added events updates only the cells they reach (their sums grow by the new
-    events'); any other run recomputes its dates."""
+    events'), and serves those cells first: P1 is readable before the MERGE, and its table's step
+    then writes the merged rows. Any other run recomputes its dates."""
     dates = context.partition_keys
     session = spark.spark_session
     silver_side = upstream(config, lake, session, "silver", "usage_events")
     path = lake.path("gold", "org_daily_usage_by_service")
     if silver_side.mode is Mode.INCREMENT:
         if silver_side.changes is not None:
-            increment_cells(lake, session, silver_side.changes, "org_daily_usage_by_service", CELL, daily_usage, MEASURES)
+            # P1 is served from the new events' sums before the MERGE, on a run's first try: a
+            # re-executed step could find them served already.
+            first_try = context.retry_number == 0 and context.run.parent_run_id is None
+            increment_cells(lake, session, silver_side.changes, "org_daily_usage_by_service", CELL, daily_usage, MEASURES,
+                            before_merge=(lambda sums: serve_p1_first(context, cassandra, sums)) if first_try else None)
         written = collected(new_state(lake.run_changes(session, "gold", "org_daily_usage_by_service"), DAILY_USAGE_SCHEMA, session))
         chart = None
     else:
@@ -207,6 +224,25 @@ def org_daily_usage_by_service(
         chart_metadata(context, DAILY_USAGE, png, "P1 daily cost per service (USD)")
     release(written)
     return result
+
+
+P1_TABLE = dg.AssetKey(["cassandra", "org_daily_usage_by_service"])
+
+
+def serve_p1_first(context: dg.AssetExecutionContext, cassandra: CassandraResource, sums: pd.DataFrame) -> None:
+    """Serve the P1 cells a stream run reaches from the new events' sums, ahead of the MERGE, and
+    record it as an observation of the table. A failure here fails nothing: the table's step writes
+    the merged rows in any case, retrying while Cassandra is away."""
+    # Imported here: the serving tables import this module's schemas.
+    from cpa_assets.serving.tables import serve_increment
+
+    try:
+        figures = serve_increment(cassandra, DAILY_USAGE, sums, MEASURES)
+    except Exception as exc:  # noqa: BLE001 - any failure leaves P1 to its table's step
+        context.log.warning(f"P1 not served ahead of the daily mart's MERGE ({exc!r}); its table's step serves it")
+        return
+    context.log_event(dg.AssetObservation(
+        asset_key=P1_TABLE, metadata={"served_from": "the run's new events, ahead of the daily mart's MERGE", **figures}))
 
 
 def few_orgs(lake: LakeResource, orgs: list[str]) -> bool:

@@ -365,6 +365,33 @@ def _python(value):
     return value.item() if hasattr(value, "item") else value
 
 
+def read_cells(session: Session, table: ServingTable, name: str, keys: pd.DataFrame) -> pd.DataFrame:
+    """The rows the table holds for exactly these primary keys, one point query each (absent keys
+    give no row): a file's few hundred cells, not the partitions they fall in."""
+    select = session.prepare(f"SELECT {', '.join(table.columns)} FROM {name} WHERE {_where(table.primary_key)}")
+    args = [tuple(_python(v) for v in key) for key in keys[table.primary_key].itertuples(index=False)]
+    results = execute_concurrent_with_args(session, select, args, concurrency=CONCURRENCY, raise_on_first_error=True)
+    return served_frame(table, (row for outcome in results for row in outcome.result_or_exc))
+
+
+def serve_increment(cassandra: CassandraResource, gold: dg.AssetKey, sums: pd.DataFrame, measures: list[str]) -> dict:
+    """Serve the cells a stream run's new events reach before their gold table is merged: each
+    cell as served now (absent: nothing yet) with the new events' sums added, as the gold MERGE
+    adds them. The table's own step writes the merged gold rows after it, later in time, so what
+    this writes is overwritten by gold's either way."""
+    table = next(t for t in SERVING_TABLES if t.gold == gold)
+    session = cassandra.session()
+    cassandra.apply_cql(table.name)
+    name = cassandra.table(table.name)
+    held = read_cells(session, table, name, sums)
+    rows = sums.merge(held, on=table.primary_key, how="left", suffixes=("", "_held"), indicator=True)
+    found = rows["_merge"] == "both"
+    for column in measures:
+        rows[column] = rows[f"{column}_held"].where(found, 0).astype(sums[column].dtype) + rows[column]
+    batches = write_rows(session, table, name, rows[table.columns], int(time.time() * 1_000_000))
+    return {"cells": len(rows), "new_cells": int((~found).sum()), "batches": batches}
+
+
 def same_rows(table: ServingTable, gold: pd.DataFrame, served: pd.DataFrame) -> dict[str, int]:
     """Count, per date, the gold rows that Cassandra does not hold exactly (and extra served rows)."""
     merged = gold.merge(served, on=table.primary_key, how="outer", suffixes=("", "_served"), indicator=True)

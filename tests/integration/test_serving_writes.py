@@ -6,7 +6,8 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from cpa_assets.serving.tables import BATCH_ROWS, SERVING_TABLES, apply_changes, read_dates, replace_dates
+from cpa_assets.gold.usage import DAILY_USAGE, MEASURES
+from cpa_assets.serving.tables import BATCH_ROWS, SERVING_TABLES, apply_changes, read_dates, replace_dates, serve_increment
 from tests.cassandra_tables import assert_same_rows, read_table
 
 pytestmark = pytest.mark.integration
@@ -72,3 +73,29 @@ def test_a_partition_larger_than_a_batch_is_written_whole_and_its_stale_rows_go(
     apply_changes(session, P1, name, changed, gone)
     expected = [row for row in kept + after if row is not after[0] and not (row["org_id"] == "org_small" and row["usage_date"] == DAYS[4])]
     assert_same_rows(read_table(cassandra, P1.name), _frame(P1, expected + [changed.iloc[0].to_dict()]), P1.primary_key)
+
+
+def test_an_increment_served_ahead_adds_the_new_sums_to_the_cells_served(cassandra):
+    session, name = cassandra.session(), cassandra.table(P1.name)
+    cassandra.apply_cql(P1.name)
+    # As gold has them: a measure of a cell is never null.
+    before = [{**_p1("org_a", day, "compute", 2.5), "carbon_kg": 0.0} for day in DAYS]
+    before += [{**_p1("org_b", DAYS[0], "storage", 1.25), "carbon_kg": 0.0}]
+    replace_dates(session, P1, name, _frame(P1, before), DAYS)
+    # The new events' sums of three cells: two served already, one not yet.
+    sums = _frame(P1, [
+        {**_p1("org_a", DAYS[1], "compute", 0.5), "requests": 3.0, "genai_tokens": 40, "carbon_kg": 0.0, "event_count": 2},
+        {**_p1("org_b", DAYS[0], "storage", 0.75), "carbon_kg": 0.0},
+        {**_p1("org_c", DAYS[2], "genai", 4.0), "genai_tokens": 7, "carbon_kg": 0.5},
+    ]).astype({"genai_tokens": "int64", "event_count": "int32"})
+
+    figures = serve_increment(cassandra, DAILY_USAGE, sums, MEASURES)
+
+    assert figures["cells"] == 3 and figures["new_cells"] == 1
+    expected = [row for row in before if (row["org_id"], row["usage_date"]) not in {("org_a", DAYS[1]), ("org_b", DAYS[0])}]
+    expected += [
+        {**_p1("org_a", DAYS[1], "compute", 3.0), "requests": 4.0, "genai_tokens": 40, "carbon_kg": 0.0, "event_count": 3},
+        {**_p1("org_b", DAYS[0], "storage", 2.0), "requests": 2.0, "carbon_kg": 0.0, "event_count": 2},
+        {**_p1("org_c", DAYS[2], "genai", 4.0), "genai_tokens": 7, "carbon_kg": 0.5},
+    ]
+    assert_same_rows(read_table(cassandra, P1.name), _frame(P1, expected), P1.primary_key)

@@ -108,6 +108,8 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
         state["tags"] = instance.get_run_by_id(result.run_id).tags
         state["run_id"] = result.run_id
         state["materialized"] = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+        state["served_ahead"] = [event.step_key for event in result.all_events if event.is_asset_observation
+                                 and event.asset_key == gold_usage.P1_TABLE]
         bronze = result.asset_materializations_for_node("bronze__usage_events")
         state["written_as"] = {m.metadata["written_as"].value for m in bronze}
         state["followed"] = {m.metadata["written_as"].value for node in ("gold__org_daily_usage_by_service",
@@ -131,6 +133,8 @@ def test_sensor_delivery_one_file_at_a_time_equals_a_backfill(tmp_path, cassandr
             assert request.tags[FOLLOWS_TAG] == left and DEFERRED_TAG not in state["tags"]
             assert {key.to_user_string() for key in TAIL_ASSETS} <= state["materialized"]
             assert state["tags"][P1_SERVED_TAG] == "1"  # the sensor could plan the next run from P1 on
+            # An appended file's P1 cells were served by the daily mart's step, ahead of its MERGE.
+            assert state["served_ahead"] == ["gold__org_daily_usage_by_service"]
         elif number == 3:
             # The run before wrote its marts; a run that follows it anyway (planned while it was in
             # its tail, and its completion not seen) recomputes the cells both reach, adding nothing twice.
