@@ -331,8 +331,7 @@ def keeps_books(run: dg.DagsterRun) -> bool:
 
 
 def hands_on(run: dg.DagsterRun) -> bool:
-    """A stream run that has served P1 (ahead of the daily mart's MERGE, or by P1's table) or is in
-    its ledger: the next run may be planned."""
+    """A stream run past P1's table (in its tail or its ledger): the next run may be planned."""
     return run.status == dg.DagsterRunStatus.STARTED and any(run.tags.get(t) for t in (P1_SERVED_TAG, KEEPING_BOOKS_TAG))
 
 

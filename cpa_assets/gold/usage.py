@@ -19,7 +19,7 @@ from cpa_assets.partitions import TOP_SERVICES_WINDOW_DAYS, event_date_partition
 from cpa_assets.increments import Mode, UsageRun, upstream
 from cpa_assets.preview import markdown_preview
 from cpa_assets.bronze.usage import inserted
-from cpa_assets.gold.tail import P1_SERVED_TAG, defer, still_to_follow, tail_mart
+from cpa_assets.gold.tail import defer, still_to_follow, tail_mart
 from cpa_assets.silver.usage import SILVER_EVENTS, SILVER_SCHEMA
 
 from cpa_resources import CassandraResource, LakeResource
@@ -231,9 +231,10 @@ P1_TABLE = dg.AssetKey(["cassandra", "org_daily_usage_by_service"])
 
 def serve_p1_first(context: dg.AssetExecutionContext, cassandra: CassandraResource, sums: pd.DataFrame) -> None:
     """Serve the P1 cells a stream run reaches from the new events' sums, ahead of the MERGE, and
-    record it as an observation of the table; P1 is served, so the sensor may plan the next file's
-    run (`cpa/p1-served`). A failure here fails nothing: the table's step writes the merged rows in
-    any case, retrying while Cassandra is away."""
+    record it as an observation of the table. A failure here fails nothing: the table's step writes
+    the merged rows in any case, retrying while Cassandra is away. The next file's run is still
+    planned from the table's step on (`cpa/p1-served`): planned here, its process would start
+    beside the MERGE and take fewer of the files that land meanwhile (see docs/figures.md)."""
     # Imported here: the serving tables import this module's schemas.
     from cpa_assets.serving.tables import serve_increment
 
@@ -244,7 +245,6 @@ def serve_p1_first(context: dg.AssetExecutionContext, cassandra: CassandraResour
         return
     context.log_event(dg.AssetObservation(
         asset_key=P1_TABLE, metadata={"served_from": "the run's new events, ahead of the daily mart's MERGE", **figures}))
-    context.instance.add_run_tags(context.run.run_id, {P1_SERVED_TAG: "1"})
 
 
 def few_orgs(lake: LakeResource, orgs: list[str]) -> bool:
