@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.stack import LiveStack, runs_for_file, scratch_landing, wait_for  # noqa: E402
 from cpa_assets.bronze.usage import BRONZE_EVENTS  # noqa: E402
 from cpa_assets.gold.tail import DEFERRED_TAG, FOLLOWS_TAG  # noqa: E402
+from cpa_assets.gold.usage import P1_TABLE  # noqa: E402
 from cpa_cli.replay import deliver  # noqa: E402
 from cpa_resources import LakeResource  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LANDING = REPO.parent / "shared" / "datasets" / "cloud_provider" / "landing"
 P1_WRITE = "cassandra__org_daily_usage_by_service"
-P1_TABLE = dg.AssetKey(["cassandra", "org_daily_usage_by_service"])
 KEYSPACE = "cpa_bench_freshness"
 
 
